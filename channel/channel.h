@@ -1,0 +1,73 @@
+/* channel/channel.h: the interface every payment provider module implements, and the
+ * normalised payment event they produce. Modules are pure: bytes + config + clock in,
+ * verdict out; no I/O. Adding a provider = one module + one row in channel.c. */
+#ifndef PAYNOTIFY_CHANNEL_CHANNEL_H
+#define PAYNOTIFY_CHANNEL_CHANNEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/errbuf.h"
+
+struct cfg_channel;
+
+#define PAY_EVENT_KINDS(X)                                                                         \
+    X(SUCCEEDED) /* money received */                                                              \
+    X(FAILED)    /* attempt failed; the order stays payable */                                     \
+    X(CANCELED)  /* payment object canceled at the provider */                                     \
+    X(PROCESSING)                                                                                  \
+    X(OTHER) /* an event type we record but do not act on */
+
+enum pay_event_kind {
+#define X(k) PAY_EVENT_##k,
+    PAY_EVENT_KINDS(X)
+#undef X
+};
+
+const char *pay_event_kind_name(enum pay_event_kind k);
+
+/* A provider notification reduced to what the order logic needs. */
+struct pay_event {
+    enum pay_event_kind kind;
+    char event_id[128];  /* provider's id of this notification; the dedup key */
+    char event_type[64]; /* provider's own type string */
+    char order_id[64];   /* our order id (out_trade_no / metadata.order_id); "" if absent */
+    char txn_id[128];    /* provider transaction id (Stripe payment_intent) */
+    int64_t amount;      /* minor units; -1 when the event carries none */
+    char currency[4];    /* upper-case ISO 4217; "" when absent */
+};
+
+/* The parts of an incoming HTTP request a channel looks at (all borrowed). */
+struct channel_request {
+    const char *body;
+    size_t body_len;
+    /* Returns the header value or NULL; name is lower-case. */
+    const char *(*header)(void *ctx, const char *name);
+    void *ctx;
+};
+
+/* The provider's exact reply for accept/reject. */
+struct channel_reply {
+    int status;
+    const char *content_type;
+    const char *body;
+};
+
+struct channel_ops {
+    const char *type;
+    /* Headers the envelope must carry so the worker can re-verify (NULL-terminated). */
+    const char *const *envelope_headers;
+    /* 0 if the request is authentic and fresh at `now` (unix seconds). */
+    int (*verify)(const struct cfg_channel *ch, const struct channel_request *req, int64_t now,
+                  struct errbuf *e);
+    /* Parses an authentic body into ev. -1 if malformed (PERMANENT). */
+    int (*parse)(const struct cfg_channel *ch, const char *body, size_t len, struct pay_event *ev,
+                 struct errbuf *e);
+    struct channel_reply accept;
+    struct channel_reply reject;
+};
+
+/* The module for a channel type, or NULL. Borrowed, static. */
+const struct channel_ops *channel_ops_for(const char *type);
+
+#endif

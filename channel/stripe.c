@@ -1,0 +1,232 @@
+/* channel/stripe.c: the Stripe channel. Stripe signs "t.body" with HMAC-SHA256 under the
+ * endpoint's whsec_ secret and sends "Stripe-Signature: t=<unix>,v1=<hex>[,v1=...]". The
+ * order is found in data.object.metadata.order_id. */
+#include "channel/stripe.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cfg.h"
+#include "common/crypto.h"
+#include "common/money.h"
+
+#define MAX_V1 8
+
+static void mac_hex(const char *secret, const char *t, size_t t_len, const char *body,
+                    size_t body_len, char *hex)
+{
+    size_t n = t_len + 1 + body_len;
+    char *msg = malloc(n);
+    unsigned char mac[CRYPTO_SHA256_LEN];
+
+    if (msg == NULL)
+        abort();
+    memcpy(msg, t, t_len);
+    msg[t_len] = '.';
+    memcpy(msg + t_len + 1, body, body_len);
+    crypto_hmac_sha256(secret, strlen(secret), msg, n, mac);
+    free(msg);
+    crypto_hex(mac, sizeof(mac), hex);
+}
+
+int stripe_signature_verify(const char *secret, const char *header, const char *body,
+                            size_t body_len, int64_t now, int64_t tolerance_s, struct errbuf *e)
+{
+    const char *t = NULL, *v1[MAX_V1];
+    size_t t_len = 0, v1_len[MAX_V1], nv1 = 0;
+    int64_t ts = 0;
+    char expect[2 * CRYPTO_SHA256_LEN + 1];
+    int match = 0;
+
+    if (header == NULL) {
+        errbuf_set(e, ERRBUF_PERMANENT, "missing Stripe-Signature header");
+        return -1;
+    }
+    if (strlen(header) > 2048) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe-Signature header too long");
+        return -1;
+    }
+    for (const char *p = header; *p;) {
+        const char *end = strchr(p, ',');
+        const char *eq;
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        eq = memchr(p, '=', len);
+        if (eq == NULL) {
+            errbuf_set(e, ERRBUF_PERMANENT, "malformed Stripe-Signature header");
+            return -1;
+        }
+        if (eq - p == 1 && p[0] == 't') {
+            if (t != NULL) {
+                errbuf_set(e, ERRBUF_PERMANENT, "Stripe-Signature has two timestamps");
+                return -1;
+            }
+            t = eq + 1;
+            t_len = len - 2;
+        } else if (eq - p == 2 && p[0] == 'v' && p[1] == '1' && nv1 < MAX_V1) {
+            v1[nv1] = eq + 1;
+            v1_len[nv1++] = len - 3;
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (t == NULL || t_len == 0 || t_len > 12) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe-Signature without a valid timestamp");
+        return -1;
+    }
+    for (size_t i = 0; i < t_len; i++) {
+        if (t[i] < '0' || t[i] > '9') {
+            errbuf_set(e, ERRBUF_PERMANENT, "Stripe-Signature without a valid timestamp");
+            return -1;
+        }
+        ts = ts * 10 + (t[i] - '0');
+    }
+    if (nv1 == 0) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe-Signature without a v1 signature");
+        return -1;
+    }
+    mac_hex(secret, t, t_len, body, body_len, expect);
+    /* Every candidate is compared so the time does not depend on which one matched. */
+    for (size_t i = 0; i < nv1; i++)
+        match |= crypto_equal(expect, strlen(expect), v1[i], v1_len[i]);
+    if (!match) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe signature does not match");
+        return -1;
+    }
+    if (ts > now + tolerance_s || ts < now - tolerance_s) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe signature timestamp outside the %llds tolerance",
+                   (long long)tolerance_s);
+        return -1;
+    }
+    return 0;
+}
+
+void stripe_signature_make(const char *secret, int64_t t, const char *body, size_t body_len,
+                           char *out, size_t out_len)
+{
+    char ts[24], hex[2 * CRYPTO_SHA256_LEN + 1];
+    int n = snprintf(ts, sizeof(ts), "%lld", (long long)t);
+
+    mac_hex(secret, ts, (size_t)n, body, body_len, hex);
+    snprintf(out, out_len, "t=%s,v1=%s", ts, hex);
+}
+
+static int stripe_verify(const struct cfg_channel *ch, const struct channel_request *req,
+                         int64_t now, struct errbuf *e)
+{
+    return stripe_signature_verify(ch->webhook_secret, req->header(req->ctx, "stripe-signature"),
+                                   req->body, req->body_len, now, STRIPE_TOLERANCE_S, e);
+}
+
+static int copy_str(json_object *obj, const char *key, char *dst, size_t cap, int required,
+                    struct errbuf *e)
+{
+    json_object *v;
+
+    dst[0] = '\0';
+    if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null)) {
+        if (!required)
+            return 0;
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: missing %s", key);
+        return -1;
+    }
+    if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0 ||
+        (size_t)json_object_get_string_len(v) >= cap) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: %s is not a string of 1..%zu bytes", key,
+                   cap - 1);
+        return -1;
+    }
+    memcpy(dst, json_object_get_string(v), (size_t)json_object_get_string_len(v) + 1);
+    return 0;
+}
+
+static const struct {
+    const char *type;
+    enum pay_event_kind kind;
+} stripe_types[] = {
+    {"payment_intent.succeeded", PAY_EVENT_SUCCEEDED},
+    {"payment_intent.payment_failed", PAY_EVENT_FAILED},
+    {"payment_intent.canceled", PAY_EVENT_CANCELED},
+    {"payment_intent.processing", PAY_EVENT_PROCESSING},
+};
+
+static int stripe_parse(const struct cfg_channel *ch, const char *body, size_t len,
+                        struct pay_event *ev, struct errbuf *e)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *root = NULL, *data, *obj, *meta, *v;
+    int rc = -1;
+    char cur[8];
+
+    (void)ch;
+    memset(ev, 0, sizeof(*ev));
+    ev->amount = -1;
+    ev->kind = PAY_EVENT_OTHER;
+    root = json_tokener_parse_ex(tok, body, (int)len);
+    if (root == NULL || json_tokener_get_error(tok) != json_tokener_success ||
+        tok->char_offset != (int)len) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: body is not one JSON document");
+        goto out;
+    }
+    if (!json_object_is_type(root, json_type_object)) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: not a JSON object");
+        goto out;
+    }
+    if (copy_str(root, "id", ev->event_id, sizeof(ev->event_id), 1, e) != 0 ||
+        copy_str(root, "type", ev->event_type, sizeof(ev->event_type), 1, e) != 0)
+        goto out;
+    if (!json_object_object_get_ex(root, "data", &data) ||
+        !json_object_object_get_ex(data, "object", &obj) ||
+        !json_object_is_type(obj, json_type_object)) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: missing data.object");
+        goto out;
+    }
+    for (size_t i = 0; i < sizeof(stripe_types) / sizeof(stripe_types[0]); i++)
+        if (strcmp(ev->event_type, stripe_types[i].type) == 0)
+            ev->kind = stripe_types[i].kind;
+    if (json_object_object_get_ex(obj, "metadata", &meta) &&
+        json_object_is_type(meta, json_type_object) &&
+        copy_str(meta, "order_id", ev->order_id, sizeof(ev->order_id), 0, e) != 0)
+        goto out;
+    if (ev->kind == PAY_EVENT_OTHER) {
+        rc = 0;
+        goto out;
+    }
+    if (copy_str(obj, "id", ev->txn_id, sizeof(ev->txn_id), 1, e) != 0 ||
+        copy_str(obj, "currency", cur, sizeof(cur), 1, e) != 0)
+        goto out;
+    if (money_currency_norm(cur, ev->currency) != 0) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: bad currency");
+        goto out;
+    }
+    /* amount_received is what was actually captured; amount is what was asked. */
+    if (!(ev->kind == PAY_EVENT_SUCCEEDED && json_object_object_get_ex(obj, "amount_received", &v)) &&
+        !json_object_object_get_ex(obj, "amount", &v)) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: missing amount");
+        goto out;
+    }
+    /* json-c would silently truncate a double: insist on an integer. */
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
+        errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: amount is not a non-negative integer");
+        goto out;
+    }
+    ev->amount = json_object_get_int64(v);
+    rc = 0;
+out:
+    json_object_put(root);
+    json_tokener_free(tok);
+    return rc;
+}
+
+static const char *const stripe_headers[] = {"stripe-signature", NULL};
+
+const struct channel_ops stripe_channel_ops = {
+    .type = "stripe",
+    .envelope_headers = stripe_headers,
+    .verify = stripe_verify,
+    .parse = stripe_parse,
+    .accept = {200, "application/json", "{\"received\":true}"},
+    .reject = {400, "application/json", "{\"error\":{\"code\":\"bad_signature\",\"message\":\"rejected\"}}"},
+};
