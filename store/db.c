@@ -81,8 +81,8 @@ static int connect_handle(db_conn *c, struct errbuf *e)
         return -1;
     }
     /* UTC everywhere; READ COMMITTED keeps CAS updates from taking gap locks. */
-    if (mysql_query(c->my, "SET SESSION time_zone = '+00:00', "
-                           "SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED") != 0) {
+    if (mysql_query(c->my, "SET SESSION time_zone = '+00:00'") != 0 ||
+        mysql_query(c->my, "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED") != 0) {
         set_error(c, e, "session setup");
         c->broken = 1;
         return -1;

@@ -1,0 +1,402 @@
+/* store/orders.c: order rows, the one-transaction apply of a provider event, and the
+ * notification outbox. SQL stays portable to MySQL 8. */
+#include "store/orders.h"
+
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/clock.h"
+#include "common/crypto.h"
+
+#define ORDER_COLUMNS                                                                              \
+    "id, business, business_order_id, amount, currency, channel, subject, notify_url,"             \
+    " expire_at, cancel_url, status, provider_txn_id, paid_at, notify_status, notify_attempts,"    \
+    " notify_last_error, version, created_at, updated_at"
+
+static void copy(char *dst, size_t cap, const char *src)
+{
+    snprintf(dst, cap, "%s", src ? src : "");
+}
+
+static void copy_time(char *dst, size_t cap, const char *sql)
+{
+    if (sql == NULL)
+        dst[0] = '\0';
+    else
+        clock_sql_to_rfc3339(sql, dst, cap);
+}
+
+static void row_to_order(db_rows *r, struct order *o)
+{
+    memset(o, 0, sizeof(*o));
+    copy(o->id, sizeof(o->id), db_rows_get(r, 0));
+    copy(o->business, sizeof(o->business), db_rows_get(r, 1));
+    copy(o->business_order_id, sizeof(o->business_order_id), db_rows_get(r, 2));
+    o->amount = db_rows_int(r, 3);
+    copy(o->currency, sizeof(o->currency), db_rows_get(r, 4));
+    copy(o->channel, sizeof(o->channel), db_rows_get(r, 5));
+    copy(o->subject, sizeof(o->subject), db_rows_get(r, 6));
+    copy(o->notify_url, sizeof(o->notify_url), db_rows_get(r, 7));
+    copy_time(o->expire_at, sizeof(o->expire_at), db_rows_get(r, 8));
+    copy(o->cancel_url, sizeof(o->cancel_url), db_rows_get(r, 9));
+    copy(o->status, sizeof(o->status), db_rows_get(r, 10));
+    copy(o->provider_txn_id, sizeof(o->provider_txn_id), db_rows_get(r, 11));
+    copy_time(o->paid_at, sizeof(o->paid_at), db_rows_get(r, 12));
+    copy(o->notify_status, sizeof(o->notify_status), db_rows_get(r, 13));
+    o->notify_attempts = (int)db_rows_int(r, 14);
+    copy(o->notify_last_error, sizeof(o->notify_last_error), db_rows_get(r, 15));
+    o->version = (int)db_rows_int(r, 16);
+    copy_time(o->created_at, sizeof(o->created_at), db_rows_get(r, 17));
+    copy_time(o->updated_at, sizeof(o->updated_at), db_rows_get(r, 18));
+}
+
+int orders_get(db_conn *db, const char *id, struct order *out, struct errbuf *e)
+{
+    db_rows *r = db_queryf(db, e, "SELECT " ORDER_COLUMNS " FROM orders WHERE id = %s", id);
+    int rc = 1;
+
+    if (r == NULL)
+        return -1;
+    if (db_rows_next(r)) {
+        row_to_order(r, out);
+        rc = 0;
+    }
+    db_rows_free(r);
+    return rc;
+}
+
+static void request_hash(const struct order_new *q, char *hex)
+{
+    char *buf;
+    size_t n;
+    unsigned char h[CRYPTO_SHA256_LEN];
+    FILE *f = open_memstream(&buf, &n);
+
+    if (f == NULL)
+        abort();
+    /* Length-prefixed fields so that no two different requests hash alike. */
+    fprintf(f, "%zu:%s|%zu:%s|%lld|%s|%zu:%s|%zu:%s|%zu:%s|%lld|%zu:%s", strlen(q->business),
+            q->business, strlen(q->business_order_id), q->business_order_id,
+            (long long)q->amount, q->currency, strlen(q->channel), q->channel, strlen(q->subject),
+            q->subject, strlen(q->notify_url), q->notify_url, (long long)q->expire_at_ms,
+            q->cancel_url ? strlen(q->cancel_url) : 0, q->cancel_url ? q->cancel_url : "");
+    fclose(f);
+    crypto_sha256(buf, n, h);
+    free(buf);
+    crypto_hex(h, sizeof(h), hex);
+}
+
+int orders_create(db_conn *db, const struct order_new *q, struct order *out, struct errbuf *e)
+{
+    char id[40], hash[2 * CRYPTO_SHA256_LEN + 1], now[32], expire[32];
+    int64_t rc;
+    db_rows *r;
+    int same;
+
+    if (crypto_random_id("po_", 12, id) != 0) {
+        errbuf_set(e, ERRBUF_TRANSIENT, "random id generation failed");
+        return -1;
+    }
+    request_hash(q, hash);
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    if (q->expire_at_ms > 0)
+        clock_format_sql(q->expire_at_ms, expire, sizeof(expire));
+    rc = db_execf(db, e,
+                  "INSERT INTO orders (id, business, business_order_id, amount, currency, channel,"
+                  " subject, notify_url, expire_at, cancel_url, request_hash, status,"
+                  " notify_status, version, created_at, updated_at) VALUES (%s, %s, %s, %lld, %s,"
+                  " %s, %s, %s, %s, %s, %s, 'PENDING', 'NONE', 0, %s, %s)",
+                  id, q->business, q->business_order_id, (long long)q->amount, q->currency,
+                  q->channel, q->subject, q->notify_url, q->expire_at_ms > 0 ? expire : NULL,
+                  q->cancel_url, hash, now, now);
+    if (rc >= 0)
+        return orders_get(db, id, out, e) == 0 ? ORDERS_CREATED : -1;
+    if (rc != DB_DUPLICATE)
+        return -1;
+    /* The business retried its create: same content is the same order; other content is a
+     * conflict the business must resolve. */
+    r = db_queryf(db, e,
+                  "SELECT id, request_hash FROM orders WHERE business = %s AND"
+                  " business_order_id = %s",
+                  q->business, q->business_order_id);
+    if (r == NULL)
+        return -1;
+    if (!db_rows_next(r)) {
+        db_rows_free(r);
+        errbuf_set(e, ERRBUF_TRANSIENT, "order vanished after a duplicate key");
+        return -1;
+    }
+    same = strcmp(db_rows_get(r, 1), hash) == 0;
+    snprintf(id, sizeof(id), "%s", db_rows_get(r, 0));
+    db_rows_free(r);
+    if (orders_get(db, id, out, e) != 0)
+        return -1;
+    return same ? ORDERS_EXISTS : ORDERS_CONFLICT;
+}
+
+static json_object *jstr_or_null(const char *s)
+{
+    return (s && *s) ? json_object_new_string(s) : NULL;
+}
+
+char *orders_to_json(const struct order *o)
+{
+    json_object *j = json_object_new_object();
+    char *out;
+
+    json_object_object_add(j, "order_id", json_object_new_string(o->id));
+    json_object_object_add(j, "business", json_object_new_string(o->business));
+    json_object_object_add(j, "business_order_id", json_object_new_string(o->business_order_id));
+    json_object_object_add(j, "amount", json_object_new_int64(o->amount));
+    json_object_object_add(j, "currency", json_object_new_string(o->currency));
+    json_object_object_add(j, "channel", json_object_new_string(o->channel));
+    json_object_object_add(j, "subject", json_object_new_string(o->subject));
+    json_object_object_add(j, "status", json_object_new_string(o->status));
+    json_object_object_add(j, "provider_txn_id", jstr_or_null(o->provider_txn_id));
+    json_object_object_add(j, "paid_at", jstr_or_null(o->paid_at));
+    json_object_object_add(j, "expire_at", jstr_or_null(o->expire_at));
+    json_object_object_add(j, "notify_status", json_object_new_string(o->notify_status));
+    json_object_object_add(j, "notify_attempts", json_object_new_int(o->notify_attempts));
+    json_object_object_add(j, "notify_last_error", jstr_or_null(o->notify_last_error));
+    json_object_object_add(j, "created_at", json_object_new_string(o->created_at));
+    json_object_object_add(j, "updated_at", json_object_new_string(o->updated_at));
+    out = strdup(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+    json_object_put(j);
+    if (out == NULL)
+        abort();
+    return out;
+}
+
+static const char *event_type_for(enum order_decision d)
+{
+    return d == ORDER_DECIDE_PAY ? "order.paid" : NULL;
+}
+
+int orders_apply_event(db_conn *db, const char *channel, const struct pay_event *ev,
+                       const char *callback_id, const char *raw, struct apply_result *res,
+                       struct errbuf *e)
+{
+    char now[32], amount_s[24], detail[256];
+    db_rows *r = NULL;
+    struct order o;
+    enum order_status status = ORDER_PENDING;
+    int found, rc = -1;
+    int64_t n;
+    const char *etype;
+
+    memset(res, 0, sizeof(*res));
+    res->decision = ORDER_DECIDE_RECORD;
+    detail[0] = '\0';
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    if (db_begin(db, e) != 0)
+        return -1;
+    /* The row lock serialises every event of this order, whatever Redis said. */
+    r = db_queryf(db, e, "SELECT " ORDER_COLUMNS " FROM orders WHERE id = %s FOR UPDATE",
+                  ev->order_id);
+    if (r == NULL)
+        goto out;
+    found = db_rows_next(r);
+    if (found)
+        row_to_order(r, &o);
+    db_rows_free(r);
+    r = NULL;
+    if (!found && ev->order_id[0] == '\0') {
+        snprintf(detail, sizeof(detail), "event carries no order id");
+    } else if (!found) {
+        res->unknown_order = 1;
+        snprintf(detail, sizeof(detail), "no order %.64s", ev->order_id);
+    } else {
+        int amount_ok = ev->amount == o.amount && strcmp(ev->currency, o.currency) == 0;
+        int same_txn = o.provider_txn_id[0] != '\0' && strcmp(o.provider_txn_id, ev->txn_id) == 0;
+        if (orderstate_parse(o.status, &status) != 0) {
+            errbuf_set(e, ERRBUF_PERMANENT, "order %s has unknown status %s", o.id, o.status);
+            goto out;
+        }
+        res->decision = orderstate_decide(status, ev->kind, amount_ok, same_txn);
+        if (res->decision == ORDER_DECIDE_AMOUNT_MISMATCH)
+            snprintf(detail, sizeof(detail), "order %lld %s, event %lld %s", (long long)o.amount,
+                     o.currency, (long long)ev->amount, ev->currency);
+        else if (res->decision == ORDER_DECIDE_DUPLICATE_PAYMENT)
+            snprintf(detail, sizeof(detail), "order paid by %.100s, new transaction %.100s",
+                     o.provider_txn_id, ev->txn_id);
+    }
+    snprintf(amount_s, sizeof(amount_s), "%lld", (long long)ev->amount);
+    n = db_execf(db, e,
+                 "INSERT INTO payment_log (channel, kind, provider_event_id, event_type, order_id,"
+                 " provider_txn_id, amount, currency, outcome, detail, callback_id, raw,"
+                 " created_at) VALUES (%s, 'callback', %s, %s, %s, %s, %r, %s, %s, %s, %s, %s,"
+                 " %s)",
+                 channel, ev->event_id, ev->event_type, ev->order_id[0] ? ev->order_id : NULL,
+                 ev->txn_id[0] ? ev->txn_id : NULL, ev->amount >= 0 ? amount_s : "NULL",
+                 ev->currency[0] ? ev->currency : NULL,
+                 res->unknown_order ? "unknown_order" : orderstate_decision_name(res->decision),
+                 detail[0] ? detail : NULL, callback_id, raw, now);
+    if (n == DB_DUPLICATE) {
+        /* Already applied by an earlier delivery: nothing more to do. */
+        res->duplicate_event = 1;
+        db_rollback(db);
+        return 0;
+    }
+    if (n < 0)
+        goto out;
+    etype = event_type_for(res->decision);
+    if (res->decision == ORDER_DECIDE_PAY && found) {
+        char *payload;
+        n = db_execf(db, e,
+                     "UPDATE orders SET status = 'PAID', provider_txn_id = %s, paid_at = %s,"
+                     " notify_status = 'PENDING', version = version + 1, updated_at = %s"
+                     " WHERE id = %s AND version = %d AND status = 'PENDING'",
+                     ev->txn_id, now, now, o.id, o.version);
+        if (n < 0)
+            goto out;
+        if (n != 1) {
+            errbuf_set(e, ERRBUF_TRANSIENT, "order %s changed under us (CAS lost)", o.id);
+            goto out;
+        }
+        if (orders_get(db, o.id, &o, e) != 0)
+            goto out;
+        if (crypto_random_id("msg_", 12, res->webhook_id) != 0) {
+            errbuf_set(e, ERRBUF_TRANSIENT, "random id generation failed");
+            goto out;
+        }
+        payload = orders_to_json(&o);
+        n = db_execf(db, e,
+                     "INSERT INTO notifications (webhook_id, order_id, business, event_type,"
+                     " notify_url, payload, status, attempts, created_at, updated_at) VALUES"
+                     " (%s, %s, %s, %s, %s, %s, 'PENDING', 0, %s, %s)",
+                     res->webhook_id, o.id, o.business, etype, o.notify_url, payload, now, now);
+        free(payload);
+        if (n < 0)
+            goto out;
+        r = db_queryf(db, e, "SELECT LAST_INSERT_ID()");
+        if (r == NULL)
+            goto out;
+        if (db_rows_next(r))
+            res->notification_id = db_rows_int(r, 0);
+        db_rows_free(r);
+        r = NULL;
+    }
+    rc = db_commit(db, e);
+out:
+    /* Never leave a transaction open: the next job reuses this connection. */
+    if (rc != 0)
+        db_rollback(db);
+    return rc;
+}
+
+/* ---- outbox ---- */
+
+int outbox_get(db_conn *db, int64_t id, struct notification *n, struct errbuf *e)
+{
+    db_rows *r = db_queryf(db, e,
+                           "SELECT id, webhook_id, order_id, business, event_type, notify_url,"
+                           " status, attempts, created_at FROM notifications WHERE id = %lld",
+                           (long long)id);
+    int rc = 1;
+
+    if (r == NULL)
+        return -1;
+    if (db_rows_next(r)) {
+        memset(n, 0, sizeof(*n));
+        n->id = db_rows_int(r, 0);
+        copy(n->webhook_id, sizeof(n->webhook_id), db_rows_get(r, 1));
+        copy(n->order_id, sizeof(n->order_id), db_rows_get(r, 2));
+        copy(n->business, sizeof(n->business), db_rows_get(r, 3));
+        copy(n->event_type, sizeof(n->event_type), db_rows_get(r, 4));
+        copy(n->notify_url, sizeof(n->notify_url), db_rows_get(r, 5));
+        copy(n->status, sizeof(n->status), db_rows_get(r, 6));
+        n->attempts = (int)db_rows_int(r, 7);
+        copy_time(n->created_at, sizeof(n->created_at), db_rows_get(r, 8));
+        rc = 0;
+    }
+    db_rows_free(r);
+    return rc;
+}
+
+int outbox_mark_published(db_conn *db, int64_t id, struct errbuf *e)
+{
+    char now[32];
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    return db_execf(db, e,
+                    "UPDATE notifications SET published_at = %s WHERE id = %lld AND"
+                    " published_at IS NULL",
+                    now, (long long)id) < 0
+               ? -1
+               : 0;
+}
+
+int outbox_record_attempt(db_conn *db, const struct notification *n, int ok, long http_status,
+                          const char *error, struct errbuf *e)
+{
+    char now[32], status_s[16];
+    int rc = -1;
+
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    snprintf(status_s, sizeof(status_s), "%ld", http_status);
+    if (db_begin(db, e) != 0)
+        return -1;
+    /* A DELIVERED row never goes back (a late failure of a duplicate copy). */
+    if (db_execf(db, e,
+                 "UPDATE notifications SET attempts = attempts + 1, last_attempt_at = %s,"
+                 " last_http_status = %r, last_error = %s,"
+                 " status = IF(status = 'DELIVERED', status, %s), updated_at = %s WHERE id = %lld",
+                 now, http_status > 0 ? status_s : "NULL", ok ? NULL : error,
+                 ok ? "DELIVERED" : "PENDING", now, (long long)n->id) < 0)
+        goto out;
+    if (db_execf(db, e,
+                 "UPDATE orders SET notify_attempts = notify_attempts + 1,"
+                 " notify_last_error = %s,"
+                 " notify_status = IF(notify_status = 'DELIVERED', notify_status, %s),"
+                 " updated_at = %s WHERE id = %s",
+                 ok ? NULL : error, ok ? "DELIVERED" : "PENDING", now, n->order_id) < 0)
+        goto out;
+    rc = db_commit(db, e);
+out:
+    if (rc != 0)
+        db_rollback(db);
+    return rc;
+}
+
+int outbox_unpublished(db_conn *db, int64_t older_than_ms, int64_t *ids, int max,
+                       struct errbuf *e)
+{
+    char cutoff[32];
+    db_rows *r;
+    int n = 0;
+
+    clock_format_sql(clock_now_ms() - older_than_ms, cutoff, sizeof(cutoff));
+    r = db_queryf(db, e,
+                  "SELECT id FROM notifications WHERE status = 'PENDING' AND published_at IS NULL"
+                  " AND created_at < %s ORDER BY id LIMIT %d",
+                  cutoff, max);
+    if (r == NULL)
+        return -1;
+    while (n < max && db_rows_next(r))
+        ids[n++] = db_rows_int(r, 0);
+    db_rows_free(r);
+    return n;
+}
+
+void outbox_message(int64_t id, char *buf, size_t len)
+{
+    snprintf(buf, len, "{\"notification_id\":%lld}", (long long)id);
+}
+
+int outbox_message_parse(const void *body, size_t len, int64_t *id)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *o = json_tokener_parse_ex(tok, body, (int)len), *v;
+    int rc = -1;
+
+    if (o != NULL && json_object_is_type(o, json_type_object) &&
+        json_object_object_get_ex(o, "notification_id", &v) &&
+        json_object_is_type(v, json_type_int) && json_object_get_int64(v) > 0) {
+        *id = json_object_get_int64(v);
+        rc = 0;
+    }
+    json_object_put(o);
+    json_tokener_free(tok);
+    return rc;
+}
