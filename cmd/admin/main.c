@@ -1,18 +1,59 @@
 /* cmd/admin/main.c: paynotify-admin, the operator CLI.
  *   migrate        apply pending migrations (safe to run twice or concurrently)
- *   check-config   validate the environment and PAYNOTIFY_CONFIG, print it masked */
+ *   check-config   validate the environment and PAYNOTIFY_CONFIG, print it masked
+ *   queues         declare the topology if needed and print each queue's message and
+ *                  consumer counts as one JSON object */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/cfg.h"
 #include "common/log.h"
+#include "queue/mq.h"
+#include "queue/topology.h"
 #include "store/db.h"
 #include "store/migrate.h"
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: paynotify-admin migrate | check-config\n");
+    fprintf(stderr, "usage: paynotify-admin migrate | check-config | queues\n");
+}
+
+static int cmd_queues(const struct cfg *cfg)
+{
+    struct errbuf e = {0};
+    mq_conn *c = mq_open(cfg->amqp_url, 5000, &e);
+    const char *fixed[] = {TOPOLOGY_CALLBACKS, TOPOLOGY_CALLBACKS_PARKED, TOPOLOGY_NOTIFY,
+                           TOPOLOGY_NOTIFY_DEAD};
+    char names[4 + CFG_MAX_DELAYS][TOPOLOGY_NAME_MAX];
+    size_t n = 0;
+
+    if (c == NULL || mq_declare_topology(c, cfg->queue_type, cfg->retry_delays_ms,
+                                         cfg->n_retry_delays, &e) != 0) {
+        LOG_ERROR("queues_failed", "error", e.msg);
+        mq_close(c);
+        return 1;
+    }
+    for (size_t i = 0; i < 4; i++)
+        snprintf(names[n++], TOPOLOGY_NAME_MAX, "%s", fixed[i]);
+    for (size_t k = 0; k < cfg->n_retry_delays; k++)
+        topology_retry_queue_name((int)k + 1, cfg->retry_delays_ms[k], names[n++],
+                                  TOPOLOGY_NAME_MAX);
+    printf("{");
+    for (size_t i = 0; i < n; i++) {
+        uint32_t msgs = 0, consumers = 0;
+        if (mq_queue_counts(c, names[i], &msgs, &consumers, &e) != 0) {
+            printf("}\n");
+            LOG_ERROR("queues_failed", "queue", names[i], "error", e.msg);
+            mq_close(c);
+            return 1;
+        }
+        printf("%s\"%s\":{\"messages\":%u,\"consumers\":%u}", i ? "," : "", names[i], msgs,
+               consumers);
+    }
+    printf("}\n");
+    mq_close(c);
+    return 0;
 }
 
 static void report_applied(void *arg, int version, const char *name)
@@ -67,6 +108,8 @@ int main(int argc, char **argv)
     db_library_init();
     if (strcmp(argv[1], "migrate") == 0) {
         rc = cmd_migrate(cfg);
+    } else if (strcmp(argv[1], "queues") == 0) {
+        rc = cmd_queues(cfg);
     } else if (strcmp(argv[1], "check-config") == 0) {
         char *d = cfg_describe(cfg);
         printf("%s\n", d);

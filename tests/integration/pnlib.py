@@ -1,0 +1,320 @@
+"""tests/integration/pnlib.py: the integration harness shared by the Python drivers.
+
+It runs the real binaries against the real RabbitMQ, Redis and MariaDB that scripts/test
+started (described by stack.env in the environment), a real HTTP sink standing in for a
+business endpoint, and checks signatures with code independent of the C implementation
+(Python's hmac), so a bug shared by signer and verifier cannot hide.
+"""
+import base64
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+SOURCE = os.environ.get("PAYNOTIFY_SOURCE_DIR") or os.path.dirname(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("PAYNOTIFY_BUILD_DIR") or os.path.join(SOURCE, "build")
+STACK_SH = os.environ.get("PAYNOTIFY_STACK_SH") or os.path.join(SOURCE, "scripts/lib/stack.sh")
+
+
+def need_env(name):
+    v = os.environ.get(name)
+    if not v:
+        sys.exit(f"{name} is not set: run this through scripts/test, which starts the stack")
+    return v
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failure(what)
+
+
+def eq(got, want, what):
+    if got != want:
+        raise Failure(f"{what}: got {got!r}, want {want!r}")
+
+
+def wait_for(pred, timeout, what, interval=0.1):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(interval)
+    raise Failure(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- HTTP client
+
+def request(port, method, path, body=None, headers=None, timeout=30):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    if isinstance(body, str):
+        body = body.encode()
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, dict((k.lower(), v) for k, v in r.getheaders()), data
+
+
+# ---------------------------------------------------------------- business sink
+
+class Sink:
+    """A business notify endpoint: records every request byte-exact; answers `status`."""
+
+    def __init__(self, status=200):
+        self.status = status
+        self.requests = []
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(n)
+                with sink.lock:
+                    sink.requests.append({"path": self.path,
+                                          "headers": {k.lower(): v for k, v in self.headers.items()},
+                                          "body": body})
+                    status = sink.status
+                out = b"ok"
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(out)))
+                self.end_headers()
+                self.wfile.write(out)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def received(self):
+        with self.lock:
+            return list(self.requests)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def verify_standard_webhook(secret, req, tolerance=300):
+    """Independent Standard Webhooks verification. Returns the parsed body."""
+    h = req["headers"]
+    wid, ts, sigs = h.get("webhook-id"), h.get("webhook-timestamp"), h.get("webhook-signature")
+    check(wid and ts and sigs, f"webhook headers missing: {h}")
+    check(abs(int(ts) - time.time()) <= tolerance, "webhook timestamp out of tolerance")
+    key = base64.b64decode(secret[len("whsec_"):])
+    mac = hmac.new(key, f"{wid}.{ts}.".encode() + req["body"], hashlib.sha256).digest()
+    expect = "v1," + base64.b64encode(mac).decode()
+    check(any(hmac.compare_digest(expect, s) for s in sigs.split(" ")),
+          f"webhook signature does not verify: {sigs}")
+    eq(h.get("content-type"), "application/json", "webhook content type")
+    return json.loads(req["body"])
+
+
+# ---------------------------------------------------------------- Stripe
+
+def stripe_event(order_id, amount, currency="usd", event_id=None, etype="payment_intent.succeeded",
+                 txn=None):
+    return json.dumps({
+        "id": event_id or "evt_" + secrets.token_hex(8),
+        "object": "event",
+        "type": etype,
+        "data": {"object": {"id": txn or "pi_" + secrets.token_hex(8), "object": "payment_intent",
+                            "amount": amount, "amount_received": amount, "currency": currency,
+                            "metadata": {"order_id": order_id}}},
+    }, separators=(",", ":")).encode()
+
+
+def stripe_sign(secret, body, t=None):
+    t = int(time.time()) if t is None else t
+    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+# ---------------------------------------------------------------- environment
+
+class Env:
+    """One test's configuration, processes and helpers."""
+
+    def __init__(self, name, extra_env=None):
+        self.dir = tempfile.mkdtemp(prefix=f"{name}-", dir=os.environ.get("PAYNOTIFY_TEST_DIR"))
+        self.stack_dir = need_env("STACK_DIR")
+        self.mysql_port = need_env("STACK_MYSQL_PORT")
+        self.api_key = "it_" + secrets.token_hex(16)
+        self.other_key = "it_" + secrets.token_hex(16)
+        self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        self.stripe_secret = "whsec_" + secrets.token_hex(16)
+        with open(os.path.join(self.dir, "stripe_whsec.txt"), "w") as f:
+            f.write(self.stripe_secret + "\n")
+        self.config = os.path.join(self.dir, "config.json")
+        with open(self.config, "w") as f:
+            json.dump({
+                "channels": {"stripe": {"type": "stripe",
+                                        "webhook_secret_file": "stripe_whsec.txt"}},
+                "businesses": {
+                    "shop": {"api_keys": [self.api_key], "webhook_secret": self.webhook_secret,
+                             "notify_url_prefixes": ["http://127.0.0.1:"],
+                             "allow_private_network": True},
+                    "member": {"api_keys": [self.other_key],
+                               "webhook_secret": "whsec_" + base64.b64encode(
+                                   secrets.token_bytes(32)).decode(),
+                               "notify_url_prefixes": ["http://127.0.0.1:"],
+                               "allow_private_network": True}},
+            }, f)
+        self.port = free_port()
+        self.env = dict(os.environ)
+        self.env.update({"PAYNOTIFY_CONFIG": self.config,
+                         "PAYNOTIFY_LISTEN": f"127.0.0.1:{self.port}",
+                         "PAYNOTIFY_SWEEP_INTERVAL": "1s",
+                         "PAYNOTIFY_NOTIFY_TIMEOUT": "5s",
+                         "PAYNOTIFY_CONFIRM_TIMEOUT": "3s"})
+        self.env.update(extra_env or {})
+        self.procs = []
+        self.nlogs = 0
+
+    # processes
+    def start(self, binary, extra_env=None, wait_ready=True):
+        env = dict(self.env)
+        metrics_port = free_port()
+        env["PAYNOTIFY_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
+        env.update(extra_env or {})
+        self.nlogs += 1
+        log = os.path.join(self.dir, f"{binary}-{self.nlogs}.log")
+        p = subprocess.Popen([os.path.join(BUILD, binary)], env=env,
+                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+        p.log = log
+        p.metrics_port = metrics_port
+        self.procs.append(p)
+        if wait_ready:
+            port = self.port if binary == "paynotify-receiver" else metrics_port
+            wait_for(lambda: self._ready(port, p), 60, f"{binary} /readyz")
+        return p
+
+    def _ready(self, port, p):
+        if p.poll() is not None:
+            raise Failure(f"{p.args[0]} exited with {p.returncode}; log:\n{self.tail(p)}")
+        try:
+            return request(port, "GET", "/readyz", timeout=5)[0] == 200
+        except OSError:
+            return False
+
+    def tail(self, p, n=30):
+        with open(p.log, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+
+    def stop(self, p, timeout=30):
+        """SIGTERM and require a clean exit 0."""
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                raise Failure(f"{p.args[0]} did not stop within {timeout}s on SIGTERM")
+        eq(p.returncode, 0, f"exit status of {p.args[0]} after SIGTERM; log:\n{self.tail(p)}")
+
+    def close(self):
+        err = None
+        for p in self.procs:
+            try:
+                self.stop(p)
+            except Failure as e:
+                err = err or e
+        if err:
+            raise err
+
+    # business API
+    def auth(self, key=None):
+        return {"Authorization": "Bearer " + (key or self.api_key),
+                "Content-Type": "application/json"}
+
+    def create_order(self, notify_url, amount=1250, currency="USD", boid=None, key=None,
+                     expect=201, **extra):
+        body = {"business_order_id": boid or "bo_" + secrets.token_hex(6), "amount": amount,
+                "currency": currency, "channel": "stripe", "subject": "integration test",
+                "notify_url": notify_url}
+        body.update(extra)
+        st, _, data = request(self.port, "POST", "/v1/orders", json.dumps(body), self.auth(key))
+        eq(st, expect, f"POST /v1/orders status ({data!r})")
+        return json.loads(data)
+
+    def get_order(self, order_id, key=None):
+        st, _, data = request(self.port, "GET", f"/v1/orders/{order_id}", None, self.auth(key))
+        eq(st, 200, f"GET order status ({data!r})")
+        return json.loads(data)
+
+    def callback(self, body, sig=None, channel="stripe"):
+        sig = stripe_sign(self.stripe_secret, body) if sig is None else sig
+        return request(self.port, "POST", f"/v1/callbacks/{channel}", body,
+                       {"Stripe-Signature": sig, "Content-Type": "application/json"})
+
+    # MariaDB, through the real client
+    def sql(self, query):
+        out = subprocess.run(
+            ["mariadb", "-h", "127.0.0.1", "-P", str(self.mysql_port), "-u", "paynotify",
+             "-ppaynotify", "paynotify", "-N", "-B", "-e", query],
+            check=True, capture_output=True, text=True).stdout
+        return [line.split("\t") for line in out.splitlines()]
+
+    def scalar(self, query):
+        rows = self.sql(query)
+        return rows[0][0] if rows else None
+
+    def queues(self):
+        out = subprocess.run([os.path.join(BUILD, "paynotify-admin"), "queues"], env=self.env,
+                             check=True, capture_output=True, text=True).stdout
+        return json.loads(out)
+
+    def stack(self, *args):
+        subprocess.run([STACK_SH, *args[:1], self.stack_dir, *args[1:]], check=True,
+                       stdout=subprocess.DEVNULL)
+
+    def metric(self, port, name_and_labels):
+        _, _, data = request(port, "GET", "/metrics")
+        total = 0
+        for line in data.decode().splitlines():
+            if line.startswith(name_and_labels + " ") or line.startswith(name_and_labels + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def run(tests):
+    """Runs each test function, prints a line per test, exits non-zero on any failure."""
+    failed = 0
+    for t in tests:
+        t0 = time.time()
+        try:
+            t()
+            print(f"ok   {t.__name__} ({time.time() - t0:.1f}s)", flush=True)
+        except Exception as e:  # report every failure, then fail the file
+            failed += 1
+            print(f"FAIL {t.__name__}: {type(e).__name__}: {e}", flush=True)
+    sys.exit(1 if failed else 0)
