@@ -116,7 +116,8 @@ int envelope_decode(const void *msg, size_t len, struct envelope *env, struct er
             goto out;
         }
     }
-    if (!json_object_object_get_ex(o, "body_b64", &v) || !json_object_is_type(v, json_type_string) ||
+    if (!json_object_object_get_ex(o, "body_b64", &v) ||
+        !json_object_is_type(v, json_type_string) ||
         crypto_b64_decode(json_object_get_string(v), (size_t)json_object_get_string_len(v), &body,
                           &body_len) != 0) {
         errbuf_set(e, ERRBUF_PERMANENT, "envelope: bad or missing body_b64");

@@ -5,13 +5,26 @@
  * to watch (on_curl_socket) and when to wake it (on_curl_timer); we answer with
  * curl_multi_socket_action() and then collect finished transfers (check_done).
  *
- * A request moves: submit() -> inbound queue (mutex) -> on_wake() -> pending list ->
- * start_pending() -> active list (in curl) -> check_done() or abort_all() -> result
- * queue (mutex) -> webhook_engine_poll(). */
+ * A request moves: submit() -> inbound queue (mutex) -> on_wake() -> admit() -> its
+ * endpoint's waiting FIFO (when the endpoint already holds max_per_host slots) ->
+ * release_host() -> pending list -> start_pending() -> active list (in curl) ->
+ * check_done() or abort_all() -> result queue (mutex) -> webhook_engine_poll().
+ *
+ * An endpoint (struct host: scheme://host:port) holds one slot for each of its requests
+ * in pending or active, never more than max_per_host, so a slow endpoint fills at most
+ * that many of the max_in_flight places and its backlog waits in its own FIFO. Invariant:
+ * a host has waiters only while all its slots are taken, so every finish that frees a
+ * slot hands it to the next waiter in order and nothing starves.
+ *
+ * Outbound safety: on_open_socket() sees every address curl is about to connect to,
+ * after DNS, and refuses the ranges common/netcheck.h blocks unless the request allows
+ * private networks. Such a request's connection is never put back in curl's cache
+ * (CURLOPT_FORBID_REUSE), so a request that does not allow them can never reuse it. */
 #include "worker/webhook.h"
 
 #include "common/errbuf.h"
 #include "common/log.h"
+#include "common/netcheck.h"
 
 #include <curl/curl.h>
 #include <uv.h>
@@ -24,19 +37,25 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define WEBHOOK_DEFAULT_MAX_IN_FLIGHT 256
+#define WEBHOOK_DEFAULT_MAX_PER_HOST 16
+#define WEBHOOK_HOST_BUCKETS 256 /* hosts live only while they have work */
 #define WEBHOOK_DEFAULT_TIMEOUT_MS 10000L
 #define WEBHOOK_CONNECT_TIMEOUT_MAX_MS 5000L
 #define WEBHOOK_ABORTED "aborted: shutting down"
 #define WEBHOOK_ERR_MAX 256 /* == sizeof(struct webhook_result.error) */
 
 struct xfer {
-    struct xfer *prev, *next; /* inbound, pending or active list */
+    struct xfer *prev, *next; /* inbound, a host's waiting, pending or active list */
     webhook_engine *w;
     CURL *easy;
     char *url;
+    char *host_key;    /* "scheme://host:port", or "" when the URL does not parse */
+    struct host *host; /* set by admit(); holds one of its slots in pending/active */
+    int allow_private;
     char *body;
     size_t body_len;
     struct curl_slist *headers;
@@ -46,11 +65,20 @@ struct xfer {
     size_t head_len;
     struct webhook_result res;
     char curl_err[CURL_ERROR_SIZE];
+    char blocked[WEBHOOK_ERR_MAX]; /* why on_open_socket() refused the first address */
 };
 
 struct xfer_list {
     struct xfer *head, *tail;
     int n;
+};
+
+/* One endpoint with work in the engine; freed as soon as it has none. */
+struct host {
+    struct host *next; /* hash chain */
+    char *key;
+    int slots;                /* its requests in pending + active */
+    struct xfer_list waiting; /* FIFO, non-empty only while slots == max_per_host */
 };
 
 struct result_node {
@@ -74,7 +102,10 @@ struct webhook_engine {
     CURLM *multi;
     struct xfer_list pending;
     struct xfer_list active;
+    struct host *hosts[WEBHOOK_HOST_BUCKETS];
+    int waiting_n; /* requests in every host's waiting FIFO */
     int max_in_flight;
+    int max_per_host;
     char *user_agent;
     int draining; /* the loop has seen the stop request */
     int closing;  /* every handle is being closed; the loop is about to end */
@@ -162,8 +193,121 @@ static void xfer_free(struct xfer *x)
         curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->headers);
     free(x->url);
+    free(x->host_key);
     free(x->body);
     free(x);
+}
+
+/* ---- endpoints (engine thread) ------------------------------------------------------ */
+
+static struct host **host_bucket(webhook_engine *w, const char *key)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return &w->hosts[h % WEBHOOK_HOST_BUCKETS];
+}
+
+static struct host *host_get(webhook_engine *w, const char *key)
+{
+    struct host **b = host_bucket(w, key);
+    struct host *h;
+
+    for (h = *b; h; h = h->next)
+        if (strcmp(h->key, key) == 0)
+            return h;
+    h = must_calloc(1, sizeof(*h));
+    h->key = strdup(key);
+    if (h->key == NULL)
+        abort();
+    h->next = *b;
+    *b = h;
+    return h;
+}
+
+static void host_drop_if_idle(webhook_engine *w, struct host *h)
+{
+    struct host **pp;
+
+    if (h->slots > 0 || h->waiting.n > 0)
+        return;
+    for (pp = host_bucket(w, h->key); *pp != h; pp = &(*pp)->next)
+        ;
+    *pp = h->next;
+    free(h->key);
+    free(h);
+}
+
+/* A new request takes a slot of its endpoint and joins pending, or waits in the
+ * endpoint's FIFO when every slot is taken. */
+static void admit(webhook_engine *w, struct xfer *x)
+{
+    struct host *h = host_get(w, x->host_key);
+
+    x->host = h;
+    if (h->slots < w->max_per_host) {
+        h->slots++;
+        list_push(&w->pending, x);
+    } else {
+        list_push(&h->waiting, x);
+        w->waiting_n++;
+    }
+}
+
+/* x is done with its slot: the endpoint's oldest waiter takes it over. */
+static void release_host(webhook_engine *w, struct xfer *x)
+{
+    struct host *h = x->host;
+    struct xfer *next;
+
+    if (h == NULL)
+        return;
+    x->host = NULL;
+    h->slots--;
+    next = list_pop(&h->waiting);
+    if (next) {
+        w->waiting_n--;
+        h->slots++;
+        list_push(&w->pending, next);
+    }
+    host_drop_if_idle(w, h);
+}
+
+/* "scheme://host:port" (lower case, default port filled in) for the per-endpoint limit.
+ * A URL curl cannot parse gets "": it fails when curl tries it, so sharing one key
+ * costs nothing. Caller frees. */
+static char *endpoint_key(const char *url)
+{
+    CURLU *u = curl_url();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    char *key;
+    size_t len;
+
+    if (u == NULL)
+        abort();
+    if (url && curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+        len = strlen(scheme) + strlen(host) + strlen(port) + 5;
+        key = malloc(len);
+        if (key == NULL)
+            abort();
+        snprintf(key, len, "%s://%s:%s", scheme, host, port);
+        for (char *p = key; *p; p++)
+            if (*p >= 'A' && *p <= 'Z')
+                *p = (char)(*p - 'A' + 'a');
+    } else {
+        key = strdup("");
+        if (key == NULL)
+            abort();
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return key;
 }
 
 /* ---- results -------------------------------------------------------------------- */
@@ -209,6 +353,10 @@ static void finish_xfer(struct xfer *x, CURLcode code, const char *abort_msg)
     r->ok = 0;
     if (abort_msg) {
         snprintf(r->error, sizeof(r->error), "%s", abort_msg);
+    } else if (code == CURLE_COULDNT_CONNECT && x->blocked[0]) {
+        /* Every address was refused (or the allowed ones failed): name the refusal,
+         * which is what the operator has to act on. */
+        snprintf(r->error, sizeof(r->error), "%s", x->blocked);
     } else if (code == CURLE_OPERATION_TIMEDOUT && connect_us == 0 &&
                x->timeout_ms > WEBHOOK_CONNECT_TIMEOUT_MAX_MS) {
         snprintf(r->error, sizeof(r->error), "timeout after %ld ms connecting",
@@ -224,6 +372,7 @@ static void finish_xfer(struct xfer *x, CURLcode code, const char *abort_msg)
         r->error[0] = '\0';
         r->ok = 1;
     }
+    release_host(x->w, x);
     push_result(x->w, r);
     xfer_free(x);
 }
@@ -279,6 +428,27 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *userdata)
     return len;
 }
 
+/* CURLOPT_OPENSOCKETFUNCTION: runs for every address curl tries, after resolution and
+ * before connect(), so the verdict is about the peer we would really talk to. */
+static curl_socket_t on_open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct xfer *x = clientp;
+    char addr[NETCHECK_ADDR_MAX], range[NETCHECK_RANGE_MAX];
+    int fd;
+
+    (void)purpose;
+    if (!x->allow_private && netcheck_classify(&a->addr, (socklen_t)a->addrlen, addr, sizeof(addr),
+                                               range, sizeof(range))) {
+        if (x->blocked[0] == '\0')
+            snprintf(x->blocked, sizeof(x->blocked),
+                     "blocked address %s (%s): private networks not allowed for this business",
+                     addr, range);
+        return CURL_SOCKET_BAD;
+    }
+    fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
+
 /* 0, or -1 with why (room for WEBHOOK_ERR_MAX bytes) filled. */
 static int setup_easy(webhook_engine *w, struct xfer *x, char *why)
 {
@@ -315,6 +485,17 @@ static int setup_easy(webhook_engine *w, struct xfer *x, char *why)
         (c = curl_easy_setopt(h, CURLOPT_WRITEDATA, x)) != CURLE_OK ||
         (c = curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header)) != CURLE_OK ||
         (c = curl_easy_setopt(h, CURLOPT_HEADERDATA, x)) != CURLE_OK ||
+        (c = curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket)) != CURLE_OK ||
+        (c = curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, x)) != CURLE_OK ||
+        /* A proxy from the environment would connect for us, past on_open_socket(). */
+        (c = curl_easy_setopt(h, CURLOPT_PROXY, "")) != CURLE_OK ||
+        (c = curl_easy_setopt(h, CURLOPT_NOPROXY, "*")) != CURLE_OK ||
+        /* A connection opened to a private address must never serve a later request
+         * that does not allow one: it is closed after use, and HTTP/1.1 keeps another
+         * transfer from multiplexing onto it (HTTP/2) while it runs. */
+        (x->allow_private && ((c = curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L)) != CURLE_OK ||
+                              (c = curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
+                                                    (long)CURL_HTTP_VERSION_1_1)) != CURLE_OK)) ||
         (w->user_agent &&
          (c = curl_easy_setopt(h, CURLOPT_USERAGENT, w->user_agent)) != CURLE_OK)) {
         snprintf(why, WEBHOOK_ERR_MAX, "%s", x->curl_err[0] ? x->curl_err : curl_easy_strerror(c));
@@ -387,6 +568,8 @@ static void check_done(webhook_engine *w)
     maybe_finish(w);
 }
 
+/* Releasing a slot moves the host's next waiter into pending, so the second loop
+ * also empties every waiting FIFO. */
 static void abort_all(webhook_engine *w)
 {
     struct xfer *x;
@@ -403,7 +586,7 @@ static void abort_all(webhook_engine *w)
  * connections' sockets), then every handle; uv_run() returns after the closes. */
 static void maybe_finish(webhook_engine *w)
 {
-    if (!w->draining || w->closing || w->active.n > 0 || w->pending.n > 0)
+    if (!w->draining || w->closing || w->active.n > 0 || w->pending.n > 0 || w->waiting_n > 0)
         return;
     w->closing = 1;
     curl_multi_cleanup(w->multi);
@@ -517,7 +700,7 @@ static void on_wake(uv_async_t *a)
     uv_mutex_unlock(&w->mu);
 
     while ((x = list_pop(&in)) != NULL)
-        list_push(&w->pending, x);
+        admit(w, x);
     if (w->closing)
         return;
     if (stopping && !w->draining) {
@@ -564,6 +747,16 @@ static void engine_free(webhook_engine *w)
         next = r->next;
         free(r);
     }
+    /* Defensive: a host is dropped with its last request's result, and stop produces
+     * every result, so the table is already empty here. */
+    for (size_t i = 0; i < WEBHOOK_HOST_BUCKETS; i++) {
+        struct host *h, *hn;
+        for (h = w->hosts[i]; h; h = hn) {
+            hn = h->next;
+            free(h->key);
+            free(h);
+        }
+    }
     if (w->multi)
         curl_multi_cleanup(w->multi);
     teardown_loop(w);
@@ -585,6 +778,7 @@ webhook_engine *webhook_engine_start(const struct webhook_opts *o, struct errbuf
     w->efd = -1;
     w->max_in_flight =
         (o && o->max_in_flight > 0) ? o->max_in_flight : WEBHOOK_DEFAULT_MAX_IN_FLIGHT;
+    w->max_per_host = (o && o->max_per_host > 0) ? o->max_per_host : WEBHOOK_DEFAULT_MAX_PER_HOST;
     if (o && o->user_agent) {
         w->user_agent = strdup(o->user_agent);
         if (w->user_agent == NULL)
@@ -648,6 +842,8 @@ int webhook_engine_submit(webhook_engine *w, struct webhook_request *req)
     x->body_len = req->body ? req->body_len : 0;
     x->timeout_ms = req->timeout_ms > 0 ? req->timeout_ms : WEBHOOK_DEFAULT_TIMEOUT_MS;
     x->res.user = req->user;
+    x->allow_private = req->allow_private != 0;
+    x->host_key = endpoint_key(x->url);
     if (x->url == NULL)
         x->bad = "no url";
     /* Webhook receivers rarely answer "100 Continue": never make curl wait for one. */

@@ -20,10 +20,15 @@ struct webhook_request {
     char *url;  /* takes; http:// or https:// only */
     char *body; /* takes; may be NULL when body_len is 0; sent as-is (NULs allowed) */
     size_t body_len;
-    char **headers;  /* takes: NULL-terminated array of "Name: value", each freed + the
-                      * array; may be NULL. The caller supplies Content-Type. */
-    long timeout_ms; /* total time limit for the attempt; <= 0 means 10000 */
-    void *user;      /* opaque, never touched, returned in the result */
+    char **headers;    /* takes: NULL-terminated array of "Name: value", each freed + the
+                        * array; may be NULL. The caller supplies Content-Type. */
+    long timeout_ms;   /* total time limit for the attempt; <= 0 means 10000 */
+    void *user;        /* opaque, never touched, returned in the result */
+    int allow_private; /* 0 (the default): refuse every address common/netcheck.h blocks
+                        * (loopback, private, link-local and cloud metadata, CGNAT, ...).
+                        * Checked on each address curl is about to connect to, after DNS,
+                        * so a name that resolves (or rebinds) there is refused too.
+                        * 1: the business may reach private networks. */
 };
 
 struct webhook_result {
@@ -31,7 +36,9 @@ struct webhook_result {
     long http_status;     /* 0 when no HTTP response arrived */
     int ok;               /* 1 when the transfer completed with a 2xx status */
     char error[256];      /* "" when ok; else "HTTP 500", "timeout after 300 ms",
-                           * "aborted: shutting down" or curl's error text */
+                           * "aborted: shutting down", "blocked address 127.0.0.1
+                           * (loopback): private networks not allowed for this
+                           * business" or curl's error text */
     char body_head[256];  /* first bytes of the response body, NUL-terminated; bytes
                            * outside printable ASCII are replaced with '.' */
     char retry_after[64]; /* the Retry-After header value, trimmed; "" if absent */
@@ -41,6 +48,9 @@ struct webhook_result {
 struct webhook_opts {
     int max_in_flight;      /* transfers running at once; <= 0 means 256. More submits
                              * wait in the engine's queue. */
+    int max_per_host;       /* transfers running at once to one endpoint (scheme, host and
+                             * port of the URL); <= 0 means 16. More wait in that
+                             * endpoint's own FIFO while other endpoints proceed. */
     const char *user_agent; /* borrowed during start (copied); NULL: curl sends none */
 };
 

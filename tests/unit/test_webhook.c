@@ -2,7 +2,8 @@
  * The server lives in this file (a thread per connection), records the exact bytes of
  * every request and answers by path:
  *   /ok 200, /fail 500 + body, /slow never answers, /redirect 302, /ratelimit 429 +
- *   Retry-After, /late 200 after 200 ms, /big 200 + 1 MiB body. */
+ *   Retry-After, /late 200 after 200 ms, /big 200 + 1 MiB body.
+ * It also counts the connections open at once (max_open), judged at each accept. */
 #include "worker/webhook.h"
 
 #include "common/errbuf.h"
@@ -45,7 +46,9 @@ struct srv {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     pthread_t conns[SRV_MAX_CONNS];
-    int nconns;
+    int conn_fd[SRV_MAX_CONNS]; /* -1 once that connection's thread closed it */
+    int nconns;                 /* connections ever accepted */
+    int max_open;               /* most connections open at once */
     struct rec recs[SRV_MAX_RECS];
     int nrecs;
     int busy, max_busy; /* /late requests being answered at once */
@@ -54,6 +57,7 @@ struct srv {
 struct conn_arg {
     struct srv *s;
     int fd;
+    int idx;
 };
 
 static uint64_t now_ms(void)
@@ -191,6 +195,7 @@ static void *conn_main(void *arg)
     struct conn_arg *ca = arg;
     struct srv *s = ca->s;
     int fd = ca->fd;
+    int ca_idx = ca->idx;
     size_t cap = 1u << 21, len = 0;
     char *buf = malloc(cap);
 
@@ -227,7 +232,11 @@ static void *conn_main(void *arg)
     }
 out:
     free(buf);
+    /* Under the lock: accept_main() polls the fds it believes open. */
+    pthread_mutex_lock(&s->mu);
+    s->conn_fd[ca_idx] = -1;
     close(fd);
+    pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
@@ -245,6 +254,19 @@ static void *accept_main(void *arg)
         ca->fd = fd;
         pthread_mutex_lock(&s->mu);
         CHECK(s->nconns < SRV_MAX_CONNS);
+        /* Open = not yet closed by its thread and no FIN from the client. The client
+         * closed an old connection before connecting this one, and the handshake has
+         * completed since, so a connection the client is done with shows RDHUP here. */
+        int open = 1;
+        for (int i = 0; i < s->nconns; i++) {
+            struct pollfd p = {.fd = s->conn_fd[i], .events = POLLRDHUP};
+            if (s->conn_fd[i] >= 0 && poll(&p, 1, 0) == 0)
+                open++;
+        }
+        if (open > s->max_open)
+            s->max_open = open;
+        ca->idx = s->nconns;
+        s->conn_fd[s->nconns] = fd;
         CHECK(pthread_create(&s->conns[s->nconns++], NULL, conn_main, ca) == 0);
         pthread_mutex_unlock(&s->mu);
     }
@@ -338,12 +360,13 @@ static char *fmt(const char *f, ...)
     return xstrdup(tmp);
 }
 
-/* Submits a JSON POST to 127.0.0.1:port/path; every string is heap-owned as the
- * engine requires. */
-static int submit(webhook_engine *w, int port, const char *path, long timeout_ms, intptr_t id)
+/* Submits a JSON POST to url (taken); every string is heap-owned as the engine
+ * requires. */
+static int submit_url(webhook_engine *w, char *url, long timeout_ms, intptr_t id, int allow_private)
 {
     struct webhook_request r = {0};
-    r.url = fmt("http://127.0.0.1:%d%s", port, path);
+    r.url = url;
+    r.allow_private = allow_private;
     r.body = xstrdup("{\"id\":1}");
     r.body_len = 8;
     r.headers = calloc(2, sizeof(char *));
@@ -352,6 +375,12 @@ static int submit(webhook_engine *w, int port, const char *path, long timeout_ms
     r.timeout_ms = timeout_ms;
     r.user = (void *)id;
     return webhook_engine_submit(w, &r);
+}
+
+/* A POST to the test server on 127.0.0.1, which the business allows. */
+static int submit(webhook_engine *w, int port, const char *path, long timeout_ms, intptr_t id)
+{
+    return submit_url(w, fmt("http://127.0.0.1:%d%s", port, path), timeout_ms, id, 1);
 }
 
 static void next_result(webhook_engine *w, struct webhook_result *out)
@@ -363,15 +392,22 @@ static void next_result(webhook_engine *w, struct webhook_result *out)
     }
 }
 
-static webhook_engine *start_engine(int max_in_flight)
+static webhook_engine *start_engine_opts(int max_in_flight, int max_per_host)
 {
-    struct webhook_opts o = {.max_in_flight = max_in_flight, .user_agent = "paynotify-test/1"};
+    struct webhook_opts o = {.max_in_flight = max_in_flight,
+                             .max_per_host = max_per_host,
+                             .user_agent = "paynotify-test/1"};
     struct errbuf e = {0};
     webhook_engine *w = webhook_engine_start(&o, &e);
     if (w == NULL)
         fprintf(stderr, "webhook_engine_start: %s\n", e.msg);
     CHECK(w != NULL);
     return w;
+}
+
+static webhook_engine *start_engine(int max_in_flight)
+{
+    return start_engine_opts(max_in_flight, 0);
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -419,6 +455,7 @@ static void test_exact_bytes(struct srv *s)
     r.headers[2] = xstrdup("webhook-signature: v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=");
     r.timeout_ms = 5000;
     r.user = (void *)(intptr_t)42;
+    r.allow_private = 1;
     CHECK_INT_EQ(poll(&p, 1, 0), 0);
     CHECK_INT_EQ(webhook_engine_submit(w, &r), 0);
     CHECK(r.url == NULL && r.body == NULL && r.headers == NULL);
@@ -766,6 +803,298 @@ static void test_free_running(struct srv *s)
     CHECK(now_ms() - t0 < 2000);
 }
 
+static int srv_accepted(struct srv *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int n = s->nconns;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+static void srv_reset_peaks(struct srv *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->max_open = 0;
+    s->max_busy = 0;
+    pthread_mutex_unlock(&s->mu);
+}
+
+#define NOT_ALLOWED ": private networks not allowed for this business"
+
+/* One request that must be refused before any connection: the error names the address
+ * and range, and the server accepts nothing. */
+static void expect_blocked(struct srv *s, webhook_engine *w, char *url, const char *want_error)
+{
+    struct webhook_result res;
+    int accepted = srv_accepted(s);
+    int recs = srv_count(s, "/ok");
+
+    CHECK_INT_EQ(submit_url(w, url, 5000, 77, 0), 0);
+    next_result(w, &res);
+    CHECK_INT_EQ((intptr_t)res.user, 77);
+    CHECK_INT_EQ(res.ok, 0);
+    CHECK_INT_EQ(res.http_status, 0);
+    if (strcmp(want_error, "localhost") == 0) {
+        /* curl tries ::1 and 127.0.0.1; either may be the first refused. */
+        if (strcmp(res.error, "blocked address ::1 (loopback)" NOT_ALLOWED) != 0)
+            CHECK_STR_EQ(res.error, "blocked address 127.0.0.1 (loopback)" NOT_ALLOWED);
+    } else {
+        CHECK_STR_EQ(res.error, want_error);
+    }
+    CHECK_STR_EQ(res.body_head, "");
+    usleep(50000); /* a connection that slipped through would have been accepted by now */
+    CHECK_INT_EQ(srv_accepted(s), accepted);
+    CHECK_INT_EQ(srv_count(s, "/ok"), recs);
+}
+
+/* Private networks are refused on the address actually connected to, whatever the URL
+ * spells: a literal, a name resolving to loopback, an IPv4-mapped IPv6 literal or a
+ * numeric form. allow_private=1 lets the same request through. A server of its own, so
+ * a late accept left over from an earlier test cannot be mistaken for a leak. */
+static void test_blocks_private(void)
+{
+    struct srv *s = srv_start();
+    webhook_engine *w = start_engine(0);
+    struct webhook_result res;
+    int accepted;
+
+    expect_blocked(s, w, fmt("http://127.0.0.1:%d/ok", s->port),
+                   "blocked address 127.0.0.1 (loopback)" NOT_ALLOWED);
+    expect_blocked(s, w, fmt("http://localhost:%d/ok", s->port), "localhost");
+    expect_blocked(
+        s, w, fmt("http://[::ffff:127.0.0.1]:%d/ok", s->port),
+        "blocked address ::ffff:127.0.0.1 (IPv4-mapped 127.0.0.1, loopback)" NOT_ALLOWED);
+    expect_blocked(s, w, fmt("http://2130706433:%d/ok", s->port),
+                   "blocked address 127.0.0.1 (loopback)" NOT_ALLOWED);
+    expect_blocked(s, w, fmt("http://127.1.2.3:%d/ok", s->port),
+                   "blocked address 127.1.2.3 (loopback)" NOT_ALLOWED);
+    expect_blocked(s, w, fmt("https://127.0.0.1:%d/ok", s->port),
+                   "blocked address 127.0.0.1 (loopback)" NOT_ALLOWED);
+
+    /* Allowed: delivered, through both spellings. */
+    accepted = srv_accepted(s);
+    CHECK_INT_EQ(submit_url(w, fmt("http://127.0.0.1:%d/ok", s->port), 5000, 1, 1), 0);
+    next_result(w, &res);
+    CHECK_INT_EQ(res.ok, 1);
+    CHECK_INT_EQ(res.http_status, 200);
+    CHECK_STR_EQ(res.error, "");
+    CHECK_INT_EQ(submit_url(w, fmt("http://localhost:%d/ok", s->port), 5000, 2, 1), 0);
+    next_result(w, &res);
+    CHECK_INT_EQ(res.ok, 1);
+    CHECK(srv_accepted(s) > accepted);
+
+    /* The connection just used is not left in curl's cache for a request that does
+     * not allow private networks: it has to connect, and is refused. */
+    expect_blocked(s, w, fmt("http://127.0.0.1:%d/ok", s->port),
+                   "blocked address 127.0.0.1 (loopback)" NOT_ALLOWED);
+    expect_blocked(s, w, fmt("http://localhost:%d/ok", s->port), "localhost");
+
+    CHECK_INT_EQ(webhook_engine_in_flight(w), 0);
+    webhook_engine_stop(w, 1000);
+    webhook_engine_free(w);
+    srv_stop(s);
+}
+
+/* An http_proxy in the environment would connect on our behalf, past the address
+ * check: it is ignored, the request goes straight to its host. */
+static void test_ignores_env_proxy(struct srv *s)
+{
+    struct srv *proxy = srv_start();
+    char *proxy_url = fmt("http://127.0.0.1:%d", proxy->port);
+    static const char *vars[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                 "HTTPS_PROXY", "all_proxy",  "ALL_PROXY"};
+    webhook_engine *w;
+    struct webhook_result res;
+    int ok_before = srv_count(s, "/ok");
+
+    /* Set before the engine thread exists: curl reads the environment on that thread. */
+    unsetenv("no_proxy");
+    unsetenv("NO_PROXY");
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        CHECK_INT_EQ(setenv(vars[i], proxy_url, 1), 0);
+    w = start_engine(0);
+    CHECK_INT_EQ(submit(w, s->port, "/ok", 5000, 1), 0);
+    next_result(w, &res);
+    CHECK_INT_EQ(res.ok, 1);
+    CHECK_INT_EQ(srv_count(s, "/ok"), ok_before + 1);
+    CHECK_INT_EQ(srv_accepted(proxy), 0);
+    /* Through the proxy this would have been a 404 from it; blocked, it is refused. */
+    CHECK_INT_EQ(submit_url(w, fmt("http://10.255.255.1:%d/ok", s->port), 5000, 2, 0), 0);
+    next_result(w, &res);
+    CHECK_STR_EQ(res.error, "blocked address 10.255.255.1 (private 10.0.0.0/8)" NOT_ALLOWED);
+    CHECK_INT_EQ(srv_accepted(proxy), 0);
+    webhook_engine_stop(w, 1000);
+    webhook_engine_free(w);
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+    free(proxy_url);
+    srv_stop(proxy);
+}
+
+/* max_per_host=2: ten requests stuck on endpoint A never hold back twenty to endpoint
+ * B, A never sees more than two connections, and A's backlog runs in FIFO waves. */
+static void test_per_host_limit(void)
+{
+    struct srv *a = srv_start(), *b = srv_start(); /* fresh: counts start at zero */
+    webhook_engine *w = start_engine_opts(0, 2);
+    struct webhook_result res;
+    int slow_before = srv_count(a, "/slow");
+    int b_done = 0, a_done = 0;
+    uint64_t t0, b_last = 0;
+
+    srv_reset_peaks(a);
+    t0 = now_ms();
+    for (int i = 0; i < 10; i++)
+        CHECK_INT_EQ(submit(w, a->port, "/slow", 1500, 100 + i), 0);
+    for (int i = 0; i < 20; i++)
+        CHECK_INT_EQ(submit(w, b->port, "/ok", 5000, i), 0);
+    CHECK_INT_EQ(webhook_engine_in_flight(w), 30);
+    for (int n = 0; n < 30; n++) {
+        next_result(w, &res);
+        intptr_t id = (intptr_t)res.user;
+        if (id < 100) {
+            CHECK_INT_EQ(a_done, 0); /* every B result came before any A result */
+            CHECK_INT_EQ(res.ok, 1);
+            CHECK_INT_EQ(res.http_status, 200);
+            b_done++;
+            b_last = now_ms();
+            continue;
+        }
+        CHECK_INT_EQ(b_done, 20);
+        CHECK_STR_EQ(res.error, "timeout after 1500 ms");
+        CHECK_INT_EQ(res.http_status, 0);
+        /* Waves of two, in submission order: results 0-1 are ids 100-101, ... */
+        CHECK_INT_EQ((id - 100) / 2, a_done / 2);
+        a_done++;
+        /* Only two were ever let through, so wave k ends after (k + 1) timeouts. */
+        CHECK(now_ms() - t0 >= (uint64_t)(1500 * ((a_done + 1) / 2) - 100));
+    }
+    fprintf(stderr, "per-host: 20 B requests done after %llu ms, A took %llu ms\n",
+            (unsigned long long)(b_last - t0), (unsigned long long)(now_ms() - t0));
+    CHECK(b_last - t0 < 1000);
+    CHECK_INT_EQ(srv_count(a, "/slow"), slow_before + 10);
+    pthread_mutex_lock(&a->mu);
+    CHECK_INT_EQ(a->max_open, 2);
+    pthread_mutex_unlock(&a->mu);
+    CHECK_INT_EQ(webhook_engine_in_flight(w), 0);
+    webhook_engine_stop(w, 1000);
+    webhook_engine_free(w);
+    srv_stop(b);
+    srv_stop(a);
+}
+
+/* The default limit is 16, and scheme+host+port is the key: "localhost" is a second
+ * endpoint on the same server. */
+static void test_per_host_default(struct srv *s)
+{
+    webhook_engine *w = start_engine(0);
+    struct webhook_result res;
+
+    srv_reset_peaks(s);
+    for (int i = 0; i < 40; i++)
+        CHECK_INT_EQ(submit(w, s->port, "/late", 5000, i), 0);
+    for (int i = 0; i < 40; i++) {
+        next_result(w, &res);
+        CHECK_INT_EQ(res.ok, 1);
+    }
+    pthread_mutex_lock(&s->mu);
+    CHECK_INT_EQ(s->max_busy, 16);
+    s->max_busy = 0;
+    pthread_mutex_unlock(&s->mu);
+
+    for (int i = 0; i < 40; i++)
+        CHECK_INT_EQ(submit_url(w,
+                                fmt(i % 2 ? "http://127.0.0.1:%d/late" : "http://LocalHost:%d/late",
+                                    s->port),
+                                5000, i, 1),
+                     0);
+    for (int i = 0; i < 40; i++) {
+        next_result(w, &res);
+        CHECK_INT_EQ(res.ok, 1);
+    }
+    pthread_mutex_lock(&s->mu);
+    CHECK_INT_EQ(s->max_busy, 32);
+    pthread_mutex_unlock(&s->mu);
+    webhook_engine_stop(w, 1000);
+    webhook_engine_free(w);
+}
+
+/* max_per_host=1 serializes one endpoint in submission order (no starvation, no
+ * overtaking) while another endpoint runs beside it; the global limit still holds. */
+static void test_per_host_fifo(void)
+{
+    struct srv *a = srv_start(), *b = srv_start();
+    webhook_engine *w = start_engine_opts(3, 1);
+    struct webhook_result res;
+    int next_a = 0, next_b = 100;
+
+    srv_reset_peaks(a);
+    srv_reset_peaks(b);
+    for (int i = 0; i < 8; i++) {
+        CHECK_INT_EQ(submit(w, a->port, "/late", 5000, i), 0);
+        CHECK_INT_EQ(submit(w, b->port, "/late", 5000, 100 + i), 0);
+    }
+    for (int n = 0; n < 16; n++) {
+        next_result(w, &res);
+        CHECK_INT_EQ(res.ok, 1);
+        if ((intptr_t)res.user < 100)
+            CHECK_INT_EQ((intptr_t)res.user, next_a++);
+        else
+            CHECK_INT_EQ((intptr_t)res.user, next_b++);
+    }
+    CHECK_INT_EQ(next_a, 8);
+    CHECK_INT_EQ(next_b, 108);
+    pthread_mutex_lock(&a->mu);
+    CHECK_INT_EQ(a->max_busy, 1);
+    CHECK_INT_EQ(a->max_open, 1);
+    pthread_mutex_unlock(&a->mu);
+    pthread_mutex_lock(&b->mu);
+    CHECK_INT_EQ(b->max_busy, 1);
+    pthread_mutex_unlock(&b->mu);
+    webhook_engine_stop(w, 1000);
+    webhook_engine_free(w);
+    srv_stop(b);
+    srv_stop(a);
+}
+
+/* Stop drains requests waiting behind their endpoint's limit, and aborts them at the
+ * deadline like the rest. */
+static void test_stop_with_waiters(struct srv *s)
+{
+    webhook_engine *w = start_engine_opts(0, 1);
+    struct webhook_result res;
+    int slow_before = srv_count(s, "/slow");
+
+    /* Drain: three 200 ms requests in one endpoint's FIFO all finish, in order. */
+    for (int i = 0; i < 3; i++)
+        CHECK_INT_EQ(submit(w, s->port, "/late", 5000, i), 0);
+    webhook_engine_stop(w, 5000);
+    for (int i = 0; i < 3; i++) {
+        CHECK_INT_EQ(webhook_engine_poll(w, &res), 1);
+        CHECK_INT_EQ((intptr_t)res.user, i);
+        CHECK_INT_EQ(res.ok, 1);
+    }
+    CHECK_INT_EQ(webhook_engine_poll(w, &res), 0);
+    webhook_engine_free(w);
+
+    /* Abort: one stuck request holds the only slot; the three behind it are aborted. */
+    w = start_engine_opts(0, 1);
+    CHECK_INT_EQ(submit(w, s->port, "/slow", 30000, 10), 0);
+    for (int i = 0; i < 3; i++)
+        CHECK_INT_EQ(submit(w, s->port, "/ok", 5000, 11 + i), 0);
+    srv_wait_count(s, "/slow", slow_before + 1);
+    CHECK_INT_EQ(webhook_engine_in_flight(w), 4);
+    webhook_engine_stop(w, 200);
+    CHECK_INT_EQ(webhook_engine_in_flight(w), 0);
+    for (int i = 0; i < 4; i++) {
+        CHECK_INT_EQ(webhook_engine_poll(w, &res), 1);
+        CHECK_INT_EQ((intptr_t)res.user, 10 + i);
+        CHECK_STR_EQ(res.error, "aborted: shutting down");
+    }
+    CHECK_INT_EQ(webhook_engine_poll(w, &res), 0);
+    webhook_engine_free(w);
+}
+
 int main(void)
 {
     struct srv *s;
@@ -786,6 +1115,12 @@ int main(void)
     test_stop_aborts(s);
     test_stop_drains(s);
     test_free_running(s);
+    test_blocks_private();
+    test_ignores_env_proxy(s);
+    test_per_host_limit();
+    test_per_host_default(s);
+    test_per_host_fifo();
+    test_stop_with_waiters(s);
     srv_stop(s);
     curl_global_cleanup();
     TEST_PASS();
