@@ -9,13 +9,13 @@
 
 #include "common/errbuf.h"
 
-struct cfg_channel;
+struct cfg;
 
-#define PAY_EVENT_KINDS(X)                                                                         \
-    X(SUCCEEDED) /* money received */                                                              \
-    X(FAILED)    /* attempt failed; the order stays payable */                                     \
-    X(CANCELED)  /* payment object canceled at the provider */                                     \
-    X(PROCESSING)                                                                                  \
+#define PAY_EVENT_KINDS(X)                                     \
+    X(SUCCEEDED) /* money received */                          \
+    X(FAILED)    /* attempt failed; the order stays payable */ \
+    X(CANCELED)  /* payment object canceled at the provider */ \
+    X(PROCESSING)                                              \
     X(OTHER) /* an event type we record but do not act on */
 
 enum pay_event_kind {
@@ -57,15 +57,40 @@ struct channel_ops {
     const char *type;
     /* Headers the envelope must carry so the worker can re-verify (NULL-terminated). */
     const char *const *envelope_headers;
-    /* 0 if the request is authentic and fresh at `now` (unix seconds). */
-    int (*verify)(const struct cfg_channel *ch, const struct channel_request *req, int64_t now,
+    /* Validates the channel's JSON config (json: its object; where: "channels.<name>" for
+     * messages; base_dir: where relative files start) into the module's own state. NULL +
+     * *e naming the key on error; release with config_free(). */
+    void *(*config_load)(const char *json, const char *where, const char *base_dir,
+                         struct errbuf *e);
+    void (*config_free)(void *conf);
+    /* 0 if the request is authentic and fresh at `now` (unix seconds). conf borrowed. */
+    int (*verify)(const void *conf, const struct channel_request *req, int64_t now,
                   struct errbuf *e);
     /* Parses an authentic body into ev. -1 if malformed (PERMANENT). */
-    int (*parse)(const struct cfg_channel *ch, const char *body, size_t len, struct pay_event *ev,
+    int (*parse)(const void *conf, const char *body, size_t len, struct pay_event *ev,
                  struct errbuf *e);
     struct channel_reply accept;
     struct channel_reply reject;
 };
+
+/* One configured channel: its name, its module and the module's validated config. */
+struct channel {
+    const char *name; /* borrowed from the cfg */
+    const struct channel_ops *ops;
+    void *conf;
+};
+
+typedef struct channels channels;
+
+/* Loads every channel of cfg (borrowed; must outlive the set) through its module. NULL +
+ * *e naming the key ("channels.x.type: unsupported ...") on error; free with
+ * channels_free(). */
+channels *channels_load(const struct cfg *cfg, struct errbuf *e);
+void channels_free(channels *set); /* NULL-safe */
+/* Borrowed from set, or NULL. */
+const struct channel *channels_find(const channels *set, const char *name);
+/* Index of the channel in cfg->channels order (for per-channel metrics). */
+size_t channels_index(const channels *set, const struct channel *ch);
 
 /* The module for a channel type, or NULL. Borrowed, static. */
 const struct channel_ops *channel_ops_for(const char *type);

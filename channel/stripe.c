@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/cfg.h"
 #include "common/crypto.h"
+#include "common/jsonx.h"
 #include "common/money.h"
 
 #define MAX_V1 8
@@ -113,10 +113,58 @@ void stripe_signature_make(const char *secret, int64_t t, const char *body, size
     snprintf(out, out_len, "t=%s,v1=%s", ts, hex);
 }
 
-static int stripe_verify(const struct cfg_channel *ch, const struct channel_request *req,
-                         int64_t now, struct errbuf *e)
+/* The channel's validated configuration. */
+struct stripe_conf {
+    char *webhook_secret; /* the whole "whsec_..." string is the HMAC key */
+    char *api_key;        /* secret key for the refund API; may be NULL */
+    char *api_url;
+};
+
+static void stripe_config_free(void *p)
 {
-    return stripe_signature_verify(ch->webhook_secret, req->header(req->ctx, "stripe-signature"),
+    struct stripe_conf *c = p;
+    if (c == NULL)
+        return;
+    free(c->webhook_secret);
+    free(c->api_key);
+    free(c->api_url);
+    free(c);
+}
+
+static void *stripe_config_load(const char *json, const char *where, const char *base_dir,
+                                struct errbuf *e)
+{
+    struct stripe_conf *c = calloc(1, sizeof(*c));
+    json_object *o = json_tokener_parse(json);
+
+    if (c == NULL)
+        abort();
+    if (o == NULL ||
+        jsonx_get_secret(o, "webhook_secret", where, base_dir, 1, &c->webhook_secret, e) != 0 ||
+        jsonx_get_secret(o, "api_key", where, base_dir, 0, &c->api_key, e) != 0 ||
+        jsonx_get_string(o, "api_url", where, 0, &c->api_url, e) != 0)
+        goto fail;
+    if (strncmp(c->webhook_secret, "whsec_", 6) != 0) {
+        errbuf_set(e, ERRBUF_PERMANENT, "%s.webhook_secret: expected a whsec_... secret", where);
+        goto fail;
+    }
+    if (c->api_url == NULL && (c->api_url = strdup("https://api.stripe.com")) == NULL)
+        abort();
+    if (jsonx_check_http_url(c->api_url, where, "api_url", e) != 0)
+        goto fail;
+    json_object_put(o);
+    return c;
+fail:
+    json_object_put(o);
+    stripe_config_free(c);
+    return NULL;
+}
+
+static int stripe_verify(const void *conf, const struct channel_request *req, int64_t now,
+                         struct errbuf *e)
+{
+    const struct stripe_conf *c = conf;
+    return stripe_signature_verify(c->webhook_secret, req->header(req->ctx, "stripe-signature"),
                                    req->body, req->body_len, now, STRIPE_TOLERANCE_S, e);
 }
 
@@ -152,15 +200,15 @@ static const struct {
     {"payment_intent.processing", PAY_EVENT_PROCESSING},
 };
 
-static int stripe_parse(const struct cfg_channel *ch, const char *body, size_t len,
-                        struct pay_event *ev, struct errbuf *e)
+static int stripe_parse(const void *conf, const char *body, size_t len, struct pay_event *ev,
+                        struct errbuf *e)
 {
     json_tokener *tok = json_tokener_new();
     json_object *root = NULL, *data, *obj, *meta, *v;
     int rc = -1;
     char cur[8];
 
-    (void)ch;
+    (void)conf;
     memset(ev, 0, sizeof(*ev));
     ev->amount = -1;
     ev->kind = PAY_EVENT_OTHER;
@@ -202,7 +250,8 @@ static int stripe_parse(const struct cfg_channel *ch, const char *body, size_t l
         goto out;
     }
     /* amount_received is what was actually captured; amount is what was asked. */
-    if (!(ev->kind == PAY_EVENT_SUCCEEDED && json_object_object_get_ex(obj, "amount_received", &v)) &&
+    if (!(ev->kind == PAY_EVENT_SUCCEEDED &&
+          json_object_object_get_ex(obj, "amount_received", &v)) &&
         !json_object_object_get_ex(obj, "amount", &v)) {
         errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: missing amount");
         goto out;
@@ -225,8 +274,11 @@ static const char *const stripe_headers[] = {"stripe-signature", NULL};
 const struct channel_ops stripe_channel_ops = {
     .type = "stripe",
     .envelope_headers = stripe_headers,
+    .config_load = stripe_config_load,
+    .config_free = stripe_config_free,
     .verify = stripe_verify,
     .parse = stripe_parse,
     .accept = {200, "application/json", "{\"received\":true}"},
-    .reject = {400, "application/json", "{\"error\":{\"code\":\"bad_signature\",\"message\":\"rejected\"}}"},
+    .reject = {400, "application/json",
+               "{\"error\":{\"code\":\"bad_signature\",\"message\":\"rejected\"}}"},
 };

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "common/crypto.h"
+#include "common/jsonx.h"
 #include "common/log.h"
 #include "common/url.h"
 
@@ -50,8 +51,8 @@ static int env_int(const char *key, int def, int lo, int hi, int *out, struct er
     }
     n = strtol(v, &end, 10);
     if (*end != '\0' || end == v || n < lo || n > hi) {
-        errbuf_set(e, ERRBUF_PERMANENT, "%s: expected an integer in %d..%d, got \"%.40s\"", key,
-                   lo, hi, v);
+        errbuf_set(e, ERRBUF_PERMANENT, "%s: expected an integer in %d..%d, got \"%.40s\"", key, lo,
+                   hi, v);
         return -1;
     }
     *out = (int)n;
@@ -115,8 +116,8 @@ static int load_env(struct cfg *c, struct errbuf *e)
     c->metrics_listen = xstrdup(v);
     v = env_or("PAYNOTIFY_QUEUE_TYPE", "quorum");
     if (strcmp(v, "quorum") != 0 && strcmp(v, "classic") != 0) {
-        errbuf_set(e, ERRBUF_PERMANENT, "PAYNOTIFY_QUEUE_TYPE: expected quorum or classic, got \"%.40s\"",
-                   v);
+        errbuf_set(e, ERRBUF_PERMANENT,
+                   "PAYNOTIFY_QUEUE_TYPE: expected quorum or classic, got \"%.40s\"", v);
         return -1;
     }
     c->queue_type = xstrdup(v);
@@ -162,152 +163,14 @@ static int load_env(struct cfg *c, struct errbuf *e)
         return -1;
     }
     c->log_level = lvl;
-    c->migrations_dir = xstrdup(env_or("PAYNOTIFY_MIGRATIONS_DIR", PAYNOTIFY_DEFAULT_MIGRATIONS_DIR));
+    c->migrations_dir =
+        xstrdup(env_or("PAYNOTIFY_MIGRATIONS_DIR", PAYNOTIFY_DEFAULT_MIGRATIONS_DIR));
     v = getenv("PAYNOTIFY_CONFIG");
     c->config_path = (v != NULL && *v != '\0') ? xstrdup(v) : NULL;
     return 0;
 }
 
 /* ---- JSON file ---- */
-
-static char *read_file(const char *path, size_t max, struct errbuf *e)
-{
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    size_t n;
-
-    if (f == NULL) {
-        errbuf_set(e, ERRBUF_PERMANENT, "cannot open %s", path);
-        return NULL;
-    }
-    buf = xcalloc(max + 1, 1);
-    n = fread(buf, 1, max + 1, f);
-    fclose(f);
-    if (n > max) {
-        free(buf);
-        errbuf_set(e, ERRBUF_PERMANENT, "%s is larger than %zu bytes", path, max);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
-/* Reads a secret file: surrounding whitespace is trimmed. */
-static char *read_secret(const char *base_dir, const char *file, struct errbuf *e)
-{
-    char path[4096];
-    char *s, *end;
-
-    if (file[0] == '/')
-        snprintf(path, sizeof(path), "%s", file);
-    else
-        snprintf(path, sizeof(path), "%s/%s", base_dir, file);
-    s = read_file(path, 65536, e);
-    if (s == NULL)
-        return NULL;
-    end = s + strlen(s);
-    while (end > s && (end[-1] == '\n' || end[-1] == '\r' || end[-1] == ' ' || end[-1] == '\t'))
-        *--end = '\0';
-    if (*s == '\0') {
-        free(s);
-        errbuf_set(e, ERRBUF_PERMANENT, "%s is empty", path);
-        return NULL;
-    }
-    return s;
-}
-
-static int get_string(json_object *obj, const char *key, const char *where, int required,
-                      char **out, struct errbuf *e)
-{
-    json_object *v;
-
-    *out = NULL;
-    if (!json_object_object_get_ex(obj, key, &v) || json_object_is_type(v, json_type_null)) {
-        if (!required)
-            return 0;
-        errbuf_set(e, ERRBUF_PERMANENT, "%s.%s: missing", where, key);
-        return -1;
-    }
-    if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0) {
-        errbuf_set(e, ERRBUF_PERMANENT, "%s.%s: expected a non-empty string", where, key);
-        return -1;
-    }
-    *out = xstrdup(json_object_get_string(v));
-    return 0;
-}
-
-static int get_string_array(json_object *obj, const char *key, const char *where, int required,
-                            char ***out, size_t *n, struct errbuf *e)
-{
-    json_object *v;
-    size_t len;
-
-    *out = NULL;
-    *n = 0;
-    if (!json_object_object_get_ex(obj, key, &v)) {
-        if (!required)
-            return 0;
-        errbuf_set(e, ERRBUF_PERMANENT, "%s.%s: missing", where, key);
-        return -1;
-    }
-    if (!json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0) {
-        errbuf_set(e, ERRBUF_PERMANENT, "%s.%s: expected a non-empty array of strings", where,
-                   key);
-        return -1;
-    }
-    len = json_object_array_length(v);
-    *out = xcalloc(len, sizeof(char *));
-    for (size_t i = 0; i < len; i++) {
-        json_object *item = json_object_array_get_idx(v, i);
-        if (!json_object_is_type(item, json_type_string) ||
-            json_object_get_string_len(item) == 0) {
-            errbuf_set(e, ERRBUF_PERMANENT, "%s.%s[%zu]: expected a non-empty string", where, key,
-                       i);
-            return -1;
-        }
-        (*out)[i] = xstrdup(json_object_get_string(item));
-        (*n)++;
-    }
-    return 0;
-}
-
-/* A secret given inline as `key` or in a file as `key_file`. */
-static int get_secret(json_object *obj, const char *key, const char *where, const char *base_dir,
-                      int required, char **out, struct errbuf *e)
-{
-    char fkey[128];
-    char *file = NULL;
-    struct errbuf sub;
-
-    snprintf(fkey, sizeof(fkey), "%s_file", key);
-    if (get_string(obj, fkey, where, 0, &file, e) != 0)
-        return -1;
-    if (file != NULL) {
-        *out = read_secret(base_dir, file, &sub);
-        free(file);
-        if (*out == NULL) {
-            errbuf_set(e, ERRBUF_PERMANENT, "%s.%s: %s", where, fkey, sub.msg);
-            return -1;
-        }
-        return 0;
-    }
-    if (get_string(obj, key, where, 0, out, e) != 0)
-        return -1;
-    if (*out == NULL && required) {
-        errbuf_set(e, ERRBUF_PERMANENT, "%s: %s or %s missing", where, key, fkey);
-        return -1;
-    }
-    return 0;
-}
-
-static int check_http_url(const char *u, const char *where, const char *key, struct errbuf *e)
-{
-    if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
-        errbuf_set(e, ERRBUF_PERMANENT, "%s.%s: expected an http:// or https:// URL", where, key);
-        return -1;
-    }
-    return 0;
-}
 
 static int parse_channel(struct cfg_channel *ch, const char *name, json_object *obj,
                          const char *base_dir, struct errbuf *e)
@@ -318,33 +181,19 @@ static int parse_channel(struct cfg_channel *ch, const char *name, json_object *
     ch->name = xstrdup(name);
     for (const char *p = name; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_' || *p == '-')) {
-            errbuf_set(e, ERRBUF_PERMANENT, "%s: channel names use a-z, 0-9, _ and - only",
-                       where);
+            errbuf_set(e, ERRBUF_PERMANENT, "%s: channel names use a-z, 0-9, _ and - only", where);
             return -1;
         }
     if (!json_object_is_type(obj, json_type_object)) {
         errbuf_set(e, ERRBUF_PERMANENT, "%s: expected an object", where);
         return -1;
     }
-    if (get_string(obj, "type", where, 1, &ch->type, e) != 0)
+    if (jsonx_get_string(obj, "type", where, 1, &ch->type, e) != 0)
         return -1;
-    if (strcmp(ch->type, "stripe") == 0) {
-        if (get_secret(obj, "webhook_secret", where, base_dir, 1, &ch->webhook_secret, e) != 0 ||
-            get_secret(obj, "api_key", where, base_dir, 0, &ch->api_key, e) != 0 ||
-            get_string(obj, "api_url", where, 0, &ch->api_url, e) != 0)
-            return -1;
-        if (strncmp(ch->webhook_secret, "whsec_", 6) != 0) {
-            errbuf_set(e, ERRBUF_PERMANENT, "%s.webhook_secret: expected a whsec_... secret",
-                       where);
-            return -1;
-        }
-        if (ch->api_url == NULL)
-            ch->api_url = xstrdup("https://api.stripe.com");
-        return check_http_url(ch->api_url, where, "api_url", e);
-    }
-    errbuf_set(e, ERRBUF_PERMANENT, "%s.type: unsupported channel type \"%.32s\" (supported: stripe)",
-               where, ch->type);
-    return -1;
+    /* The channel module (channel/) validates the rest when the binaries load channels. */
+    ch->json = xstrdup(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+    ch->base_dir = xstrdup(base_dir);
+    return 0;
 }
 
 static int parse_business(struct cfg_business *b, const char *name, json_object *obj,
@@ -359,9 +208,9 @@ static int parse_business(struct cfg_business *b, const char *name, json_object 
         errbuf_set(e, ERRBUF_PERMANENT, "%s: expected an object", where);
         return -1;
     }
-    if (get_string_array(obj, "api_keys", where, 1, &b->api_keys, &b->n_api_keys, e) != 0 ||
-        get_secret(obj, "webhook_secret", where, base_dir, 1, &b->webhook_secret, e) != 0 ||
-        get_string_array(obj, "notify_url_prefixes", where, 1, &b->notify_url_prefixes,
+    if (jsonx_get_string_array(obj, "api_keys", where, 1, &b->api_keys, &b->n_api_keys, e) != 0 ||
+        jsonx_get_secret(obj, "webhook_secret", where, base_dir, 1, &b->webhook_secret, e) != 0 ||
+        jsonx_get_string_array(obj, "notify_url_prefixes", where, 1, &b->notify_url_prefixes,
                          &b->n_prefixes, e) != 0)
         return -1;
     for (size_t i = 0; i < b->n_api_keys; i++)
@@ -370,7 +219,7 @@ static int parse_business(struct cfg_business *b, const char *name, json_object 
             return -1;
         }
     for (size_t i = 0; i < b->n_prefixes; i++)
-        if (check_http_url(b->notify_url_prefixes[i], where, "notify_url_prefixes", e) != 0)
+        if (jsonx_check_http_url(b->notify_url_prefixes[i], where, "notify_url_prefixes", e) != 0)
             return -1;
     if (strncmp(b->webhook_secret, "whsec_", 6) != 0 ||
         crypto_b64_decode(b->webhook_secret + 6, strlen(b->webhook_secret + 6), &b->webhook_key,
@@ -399,13 +248,13 @@ static int parse_alerts(struct cfg_alerts *a, json_object *obj, struct errbuf *e
         errbuf_set(e, ERRBUF_PERMANENT, "alerts: expected an object");
         return -1;
     }
-    if (get_string(obj, "sms_url", where, 0, &a->sms_url, e) != 0 ||
-        get_string_array(obj, "sms_to", where, 0, &a->sms_to, &a->n_sms_to, e) != 0 ||
-        get_string(obj, "smtp_url", where, 0, &a->smtp_url, e) != 0 ||
-        get_string(obj, "mail_from", where, 0, &a->mail_from, e) != 0 ||
-        get_string_array(obj, "mail_to", where, 0, &a->mail_to, &a->n_mail_to, e) != 0)
+    if (jsonx_get_string(obj, "sms_url", where, 0, &a->sms_url, e) != 0 ||
+        jsonx_get_string_array(obj, "sms_to", where, 0, &a->sms_to, &a->n_sms_to, e) != 0 ||
+        jsonx_get_string(obj, "smtp_url", where, 0, &a->smtp_url, e) != 0 ||
+        jsonx_get_string(obj, "mail_from", where, 0, &a->mail_from, e) != 0 ||
+        jsonx_get_string_array(obj, "mail_to", where, 0, &a->mail_to, &a->n_mail_to, e) != 0)
         return -1;
-    if (a->sms_url != NULL && check_http_url(a->sms_url, where, "sms_url", e) != 0)
+    if (a->sms_url != NULL && jsonx_check_http_url(a->sms_url, where, "sms_url", e) != 0)
         return -1;
     if ((a->sms_url == NULL) != (a->n_sms_to == 0)) {
         errbuf_set(e, ERRBUF_PERMANENT, "alerts.sms_to: sms_url and sms_to go together");
@@ -511,7 +360,7 @@ struct cfg *cfg_load(enum cfg_need need, struct errbuf *e)
                        "PAYNOTIFY_CONFIG: not set (path of the JSON configuration file)");
             goto fail;
         }
-        json = read_file(c->config_path, 1 << 20, &sub);
+        json = jsonx_read_file(c->config_path, 1 << 20, &sub);
         if (json == NULL) {
             errbuf_set(e, ERRBUF_PERMANENT, "PAYNOTIFY_CONFIG: %s", sub.msg);
             goto fail;
@@ -552,9 +401,8 @@ void cfg_free(struct cfg *c)
     for (size_t i = 0; i < c->n_channels; i++) {
         free(c->channels[i].name);
         free(c->channels[i].type);
-        free(c->channels[i].webhook_secret);
-        free(c->channels[i].api_key);
-        free(c->channels[i].api_url);
+        free(c->channels[i].json);
+        free(c->channels[i].base_dir);
     }
     free(c->channels);
     for (size_t i = 0; i < c->n_businesses; i++) {
@@ -660,9 +508,9 @@ char *cfg_describe(const struct cfg *c)
     json_object_object_add(o, "channels", chans);
     biz = json_object_new_object();
     for (size_t i = 0; i < c->n_businesses; i++)
-        json_object_object_add(biz, c->businesses[i].name,
-                               strv_json(c->businesses[i].notify_url_prefixes,
-                                         c->businesses[i].n_prefixes));
+        json_object_object_add(
+            biz, c->businesses[i].name,
+            strv_json(c->businesses[i].notify_url_prefixes, c->businesses[i].n_prefixes));
     json_object_object_add(o, "businesses", biz);
     out = xstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);

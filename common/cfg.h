@@ -12,11 +12,9 @@
 
 struct cfg_channel {
     char *name; /* the key in "channels" and in /v1/callbacks/{name} */
-    char *type; /* "stripe" */
-    /* stripe */
-    char *webhook_secret; /* the whole "whsec_..." string (the HMAC key) */
-    char *api_key;        /* secret key for the refund API; may be NULL */
-    char *api_url;
+    char *type; /* selects the module in channel/ ("stripe", ...) */
+    char *json; /* the channel's whole JSON object, validated by its module at load */
+    char *base_dir; /* where the channel's relative file paths start */
 };
 
 struct cfg_business {

@@ -11,10 +11,12 @@
 #include "store/db.h"
 #include "store/kv.h"
 
-void receiver_app_init(struct receiver_app *a, const struct cfg *cfg, uv_loop_t *loop)
+void receiver_app_init(struct receiver_app *a, const struct cfg *cfg,
+                       const struct channels *chans, uv_loop_t *loop)
 {
     memset(a, 0, sizeof(*a));
     a->cfg = cfg;
+    a->chans = chans;
     a->loop = loop;
     pthread_mutex_init(&a->conns.lock, NULL);
     a->conns.cap = 64;
@@ -28,9 +30,9 @@ void receiver_app_init(struct receiver_app *a, const struct cfg *cfg, uv_loop_t 
         char labels[160];
         const char *help = "Provider callbacks by channel and outcome.";
         const char *name = "paynotify_receiver_callbacks_total";
-#define SERIES(field, outcome)                                                                     \
-    snprintf(labels, sizeof(labels), "channel=\"%s\",outcome=\"" outcome "\"",                    \
-             cfg->channels[i].name);                                                               \
+#define SERIES(field, outcome)                                                 \
+    snprintf(labels, sizeof(labels), "channel=\"%s\",outcome=\"" outcome "\"", \
+             cfg->channels[i].name);                                           \
     a->chan[i].field = metrics_counter(a->reg, name, help, labels)
         SERIES(received, "received");
         SERIES(accepted, "accepted");
@@ -155,10 +157,10 @@ static void ready_done(uv_work_t *w, int status)
     int broker = publisher_is_connected(r->app->pub);
     int ok = status == 0 && broker && r->db_ok && r->kv_ok;
     char body[256];
-    int n = snprintf(body, sizeof(body),
-                     "{\"status\":\"%s\",\"broker\":%s,\"mysql\":%s,\"redis\":%s}",
-                     ok ? "ok" : "unavailable", broker ? "true" : "false",
-                     r->db_ok ? "true" : "false", r->kv_ok ? "true" : "false");
+    int n =
+        snprintf(body, sizeof(body), "{\"status\":\"%s\",\"broker\":%s,\"mysql\":%s,\"redis\":%s}",
+                 ok ? "ok" : "unavailable", broker ? "true" : "false", r->db_ok ? "true" : "false",
+                 r->kv_ok ? "true" : "false");
     httpd_reply(r->req, ok ? 200 : 503, "application/json", body, (size_t)n, NULL);
     free(r);
 }
@@ -206,8 +208,7 @@ void receiver_route(httpd_req *req, void *arg)
             orders_api_create(a, req);
         else
             httpd_reply_error(req, 405, "method_not_allowed", "use POST");
-    } else if (strncmp(p, "/v1/orders/", 11) == 0 && p[11] != '\0' &&
-               strchr(p + 11, '/') == NULL) {
+    } else if (strncmp(p, "/v1/orders/", 11) == 0 && p[11] != '\0' && strchr(p + 11, '/') == NULL) {
         if (get)
             orders_api_get(a, req, p + 11);
         else

@@ -9,6 +9,7 @@
 #include "common/metrics.h"
 
 struct cfg;
+struct channels;
 struct errbuf;
 typedef struct httpd_req httpd_req;
 typedef struct publisher publisher;
@@ -30,6 +31,7 @@ struct conn_pool {
 
 struct receiver_app {
     const struct cfg *cfg;
+    const struct channels *chans; /* loaded from cfg at start */
     uv_loop_t *loop;
     publisher *pub;
     struct conn_pool conns;
@@ -41,7 +43,8 @@ struct receiver_app {
     int stopping;
 };
 
-void receiver_app_init(struct receiver_app *a, const struct cfg *cfg, uv_loop_t *loop);
+void receiver_app_init(struct receiver_app *a, const struct cfg *cfg,
+                       const struct channels *chans, uv_loop_t *loop);
 void receiver_app_free(struct receiver_app *a);
 /* The httpd handler: dispatches every route. arg is the app. */
 void receiver_route(httpd_req *req, void *arg);

@@ -61,8 +61,8 @@ static void on_confirm(void *arg, int status, const char *msg)
 
 void intake_callback(struct receiver_app *a, httpd_req *req, const char *channel)
 {
-    const struct cfg_channel *ch = cfg_channel_find(a->cfg, channel);
-    const struct channel_ops *ops = ch ? channel_ops_for(ch->type) : NULL;
+    const struct channel *ch = channels_find(a->chans, channel);
+    const struct channel_ops *ops = ch ? ch->ops : NULL;
     struct channel_stats *st;
     struct channel_request creq;
     struct envelope env;
@@ -76,13 +76,13 @@ void intake_callback(struct receiver_app *a, httpd_req *req, const char *channel
         httpd_reply_error(req, 404, "unknown_channel", "no such payment channel");
         return;
     }
-    st = &a->chan[ch - a->cfg->channels];
+    st = &a->chan[channels_index(a->chans, ch)];
     metric_inc(st->received);
     creq.body = httpd_req_body(req, &creq.body_len);
     creq.header = req_header;
     creq.ctx = req;
-    if (ops->verify(ch, &creq, clock_now_ms() / 1000, &e) != 0 ||
-        ops->parse(ch, creq.body, creq.body_len, &ev, &e) != 0) {
+    if (ops->verify(ch->conf, &creq, clock_now_ms() / 1000, &e) != 0 ||
+        ops->parse(ch->conf, creq.body, creq.body_len, &ev, &e) != 0) {
         metric_inc(st->rejected);
         LOG_WARN("callback_rejected", "provider", channel, "peer", httpd_req_peer(req), "reason",
                  e.msg);

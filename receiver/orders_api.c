@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "channel/channel.h"
 #include "common/cfg.h"
 #include "common/clock.h"
 #include "common/httpd.h"
@@ -166,7 +167,7 @@ static int validate(struct receiver_app *a, struct order_work *w, const char *bo
     }
     memcpy(w->strings[1], norm, 4);
     w->q.currency = w->strings[1];
-    if (cfg_channel_find(a->cfg, w->q.channel) == NULL) {
+    if (channels_find(a->chans, w->q.channel) == NULL) {
         snprintf(msg, mlen, "channel %.64s is not configured", w->q.channel);
         goto out;
     }

@@ -10,9 +10,9 @@
 #include "common/clock.h"
 #include "common/crypto.h"
 
-#define ORDER_COLUMNS                                                                              \
-    "id, business, business_order_id, amount, currency, channel, subject, notify_url,"             \
-    " expire_at, cancel_url, status, provider_txn_id, paid_at, notify_status, notify_attempts,"    \
+#define ORDER_COLUMNS                                                                           \
+    "id, business, business_order_id, amount, currency, channel, subject, notify_url,"          \
+    " expire_at, cancel_url, status, provider_txn_id, paid_at, notify_status, notify_attempts," \
     " notify_last_error, version, created_at, updated_at"
 
 static void copy(char *dst, size_t cap, const char *src)
@@ -78,9 +78,9 @@ static void request_hash(const struct order_new *q, char *hex)
         abort();
     /* Length-prefixed fields so that no two different requests hash alike. */
     fprintf(f, "%zu:%s|%zu:%s|%lld|%s|%zu:%s|%zu:%s|%zu:%s|%lld|%zu:%s", strlen(q->business),
-            q->business, strlen(q->business_order_id), q->business_order_id,
-            (long long)q->amount, q->currency, strlen(q->channel), q->channel, strlen(q->subject),
-            q->subject, strlen(q->notify_url), q->notify_url, (long long)q->expire_at_ms,
+            q->business, strlen(q->business_order_id), q->business_order_id, (long long)q->amount,
+            q->currency, strlen(q->channel), q->channel, strlen(q->subject), q->subject,
+            strlen(q->notify_url), q->notify_url, (long long)q->expire_at_ms,
             q->cancel_url ? strlen(q->cancel_url) : 0, q->cancel_url ? q->cancel_url : "");
     fclose(f);
     crypto_sha256(buf, n, h);
@@ -327,30 +327,46 @@ int outbox_mark_published(db_conn *db, int64_t id, struct errbuf *e)
                : 0;
 }
 
-int outbox_record_attempt(db_conn *db, const struct notification *n, int ok, long http_status,
-                          const char *error, struct errbuf *e)
+int outbox_record_attempt(db_conn *db, const struct notification *n, const struct outbox_attempt *a,
+                          int *attempts_after, struct errbuf *e)
 {
     char now[32], status_s[16];
     int rc = -1;
+    db_rows *r;
 
     clock_format_sql(clock_now_ms(), now, sizeof(now));
-    snprintf(status_s, sizeof(status_s), "%ld", http_status);
+    snprintf(status_s, sizeof(status_s), "%ld", a->http_status);
     if (db_begin(db, e) != 0)
         return -1;
+    /* The row lock orders concurrent copies of one notification. */
+    r = db_queryf(db, e, "SELECT attempts FROM notifications WHERE id = %lld FOR UPDATE",
+                  (long long)n->id);
+    if (r == NULL)
+        goto out;
+    *attempts_after = db_rows_next(r) ? (int)db_rows_int(r, 0) + 1 : 1;
+    db_rows_free(r);
+    if (db_execf(db, e,
+                 "INSERT INTO notification_attempts (notification_id, attempt, attempted_at,"
+                 " http_status, error, latency_ms, response_head) VALUES (%lld, %d, %s, %r, %s,"
+                 " %d, %s)",
+                 (long long)n->id, *attempts_after - 1, now, a->http_status > 0 ? status_s : "NULL",
+                 a->ok ? NULL : a->error, (int)a->latency_ms,
+                 a->response_head[0] ? a->response_head : NULL) < 0)
+        goto out;
     /* A DELIVERED row never goes back (a late failure of a duplicate copy). */
     if (db_execf(db, e,
                  "UPDATE notifications SET attempts = attempts + 1, last_attempt_at = %s,"
                  " last_http_status = %r, last_error = %s,"
                  " status = IF(status = 'DELIVERED', status, %s), updated_at = %s WHERE id = %lld",
-                 now, http_status > 0 ? status_s : "NULL", ok ? NULL : error,
-                 ok ? "DELIVERED" : "PENDING", now, (long long)n->id) < 0)
+                 now, a->http_status > 0 ? status_s : "NULL", a->ok ? NULL : a->error,
+                 a->ok ? "DELIVERED" : "PENDING", now, (long long)n->id) < 0)
         goto out;
     if (db_execf(db, e,
                  "UPDATE orders SET notify_attempts = notify_attempts + 1,"
-                 " notify_last_error = %s,"
+                 " notify_last_error = IF(notify_status = 'DELIVERED', notify_last_error, %s),"
                  " notify_status = IF(notify_status = 'DELIVERED', notify_status, %s),"
                  " updated_at = %s WHERE id = %s",
-                 ok ? NULL : error, ok ? "DELIVERED" : "PENDING", now, n->order_id) < 0)
+                 a->ok ? NULL : a->error, a->ok ? "DELIVERED" : "PENDING", now, n->order_id) < 0)
         goto out;
     rc = db_commit(db, e);
 out:
@@ -359,8 +375,44 @@ out:
     return rc;
 }
 
-int outbox_unpublished(db_conn *db, int64_t older_than_ms, int64_t *ids, int max,
-                       struct errbuf *e)
+int outbox_mark_failed(db_conn *db, const struct notification *n, struct errbuf *e)
+{
+    char now[32];
+
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    if (db_execf(db, e,
+                 "UPDATE notifications SET status = 'FAILED', updated_at = %s WHERE id = %lld"
+                 " AND status = 'PENDING'",
+                 now, (long long)n->id) < 0)
+        return -1;
+    return db_execf(db, e,
+                    "UPDATE orders SET notify_status = 'FAILED', updated_at = %s WHERE id = %s"
+                    " AND notify_status = 'PENDING'",
+                    now, n->order_id) < 0
+               ? -1
+               : 0;
+}
+
+int outbox_first_attempt_at(db_conn *db, int64_t id, char *out, size_t len, struct errbuf *e)
+{
+    db_rows *r = db_queryf(db, e,
+                           "SELECT MIN(attempted_at) FROM notification_attempts WHERE"
+                           " notification_id = %lld",
+                           (long long)id);
+    int rc = 1;
+
+    out[0] = '\0';
+    if (r == NULL)
+        return -1;
+    if (db_rows_next(r) && db_rows_get(r, 0) != NULL) {
+        clock_sql_to_rfc3339(db_rows_get(r, 0), out, len);
+        rc = 0;
+    }
+    db_rows_free(r);
+    return rc;
+}
+
+int outbox_unpublished(db_conn *db, int64_t older_than_ms, int64_t *ids, int max, struct errbuf *e)
 {
     char cutoff[32];
     db_rows *r;

@@ -62,10 +62,10 @@ char *orders_to_json(const struct order *o);
 
 /* What applying one callback did. */
 struct apply_result {
-    int duplicate_event;        /* the payment_log already had this provider event */
-    int unknown_order;          /* valid event, no such order */
+    int duplicate_event; /* the payment_log already had this provider event */
+    int unknown_order;   /* valid event, no such order */
     enum order_decision decision;
-    int64_t notification_id;    /* > 0 when an outbox row was written */
+    int64_t notification_id; /* > 0 when an outbox row was written */
     char webhook_id[65];
 };
 
@@ -94,13 +94,28 @@ struct notification {
 /* 0 found, 1 not found, -1 error. */
 int outbox_get(db_conn *db, int64_t id, struct notification *n, struct errbuf *e);
 int outbox_mark_published(db_conn *db, int64_t id, struct errbuf *e);
-/* Records one delivery attempt on the outbox row and the order (status DELIVERED on ok). */
-int outbox_record_attempt(db_conn *db, const struct notification *n, int ok, long http_status,
-                          const char *error, struct errbuf *e);
+/* One finished webhook attempt. */
+struct outbox_attempt {
+    int ok;
+    long http_status;  /* 0 when no HTTP response */
+    const char *error; /* borrowed; "" when ok */
+    int64_t latency_ms;
+    char response_head[256];
+};
+
+/* Records one delivery attempt: a notification_attempts row, the outbox row and the order
+ * (DELIVERED on ok; a DELIVERED row never goes back). *attempts_after gets the number of
+ * attempts made so far, this one included. One transaction. */
+int outbox_record_attempt(db_conn *db, const struct notification *n, const struct outbox_attempt *a,
+                          int *attempts_after, struct errbuf *e);
+/* Retries exhausted: notification and order notify_status FAILED. No transaction of its
+ * own, so the caller can queue the alert in the same one. */
+int outbox_mark_failed(db_conn *db, const struct notification *n, struct errbuf *e);
+/* RFC 3339 time of the first recorded attempt into out; 1 if none, -1 on error. */
+int outbox_first_attempt_at(db_conn *db, int64_t id, char *out, size_t len, struct errbuf *e);
 /* Ids of PENDING rows committed more than older_than_ms ago and never published.
  * Fills ids (up to max); returns the count or -1. */
-int outbox_unpublished(db_conn *db, int64_t older_than_ms, int64_t *ids, int max,
-                       struct errbuf *e);
+int outbox_unpublished(db_conn *db, int64_t older_than_ms, int64_t *ids, int max, struct errbuf *e);
 /* The notify message body for a notification id ({"notification_id":N}); buf >= 64. */
 void outbox_message(int64_t id, char *buf, size_t len);
 /* Parses that message; -1 if malformed. */

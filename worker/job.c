@@ -70,7 +70,7 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
     struct errbuf e = {0};
     struct pay_event ev;
     struct apply_result res;
-    const struct cfg_channel *ch;
+    const struct channel *ch;
     const struct channel_ops *ops;
     struct channel_request req;
     enum job_verdict v = JOB_PARK;
@@ -83,8 +83,8 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
         snprintf(reason, reason_len, "%s", e.msg);
         return JOB_PARK;
     }
-    ch = cfg_channel_find(c->cfg, env.channel);
-    ops = ch ? channel_ops_for(ch->type) : NULL;
+    ch = channels_find(c->chans, env.channel);
+    ops = ch ? ch->ops : NULL;
     if (ops == NULL) {
         snprintf(reason, reason_len, "channel %s is not configured", env.channel);
         goto out;
@@ -95,8 +95,8 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
     req.body_len = env.body_len;
     req.header = env_header;
     req.ctx = &env;
-    if (ops->verify(ch, &req, env.received_at_ms / 1000, &e) != 0 ||
-        ops->parse(ch, env.body, env.body_len, &ev, &e) != 0) {
+    if (ops->verify(ch->conf, &req, env.received_at_ms / 1000, &e) != 0 ||
+        ops->parse(ch->conf, env.body, env.body_len, &ev, &e) != 0) {
         snprintf(reason, reason_len, "%s", e.msg);
         goto out;
     }
@@ -156,9 +156,9 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
                   "txn_id", ev.txn_id);
     } else if (res.decision == ORDER_DECIDE_PAY) {
         metric_inc(c->stats->callbacks_applied);
-        LOG_INFO("order_paid", "callback_id", env.callback_id, "order_id", ev.order_id,
-                 "event_id", ev.event_id, "provider", env.channel, "txn_id", ev.txn_id,
-                 "webhook_id", res.webhook_id);
+        LOG_INFO("order_paid", "callback_id", env.callback_id, "order_id", ev.order_id, "event_id",
+                 ev.event_id, "provider", env.channel, "txn_id", ev.txn_id, "webhook_id",
+                 res.webhook_id);
     } else {
         metric_inc(c->stats->callbacks_recorded);
         LOG_INFO("callback_recorded", "callback_id", env.callback_id, "order_id", ev.order_id,
@@ -178,8 +178,8 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
                 LOG_WARN("outbox_mark_failed", "order_id", ev.order_id, "error", e.msg);
         } else {
             metric_inc(c->stats->notify_publish_failed);
-            LOG_WARN("notify_publish_failed", "order_id", ev.order_id, "webhook_id",
-                     res.webhook_id, "error", c->pub ? e.msg : "no broker connection");
+            LOG_WARN("notify_publish_failed", "order_id", ev.order_id, "webhook_id", res.webhook_id,
+                     "error", c->pub ? e.msg : "no broker connection");
         }
     }
     state = JOB_PUBLISHED;

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 struct cfg;
+struct channels;
 struct worker_stats;
 typedef struct db_conn db_conn;
 typedef struct kv_conn kv_conn;
@@ -29,6 +30,7 @@ enum job_verdict {
  * it may be NULL or failed, then notify messages are left to the sweeper. */
 struct job_ctx {
     const struct cfg *cfg;
+    const struct channels *chans;
     struct worker_stats *stats;
     db_conn *db;
     kv_conn *kv;

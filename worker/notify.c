@@ -4,20 +4,25 @@
  * A notification already DELIVERED is dropped without a request. */
 #include "worker/notify.h"
 
+#include <json-c/json.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/cfg.h"
 #include "common/clock.h"
+#include "common/failpoint.h"
 #include "common/log.h"
 #include "common/sig.h"
 #include "queue/mq.h"
 #include "queue/topology.h"
+#include "store/alerts.h"
 #include "store/db.h"
 #include "store/orders.h"
+#include "worker/retry.h"
 #include "worker/stats.h"
 #include "worker/webhook.h"
 
@@ -29,6 +34,7 @@ struct notifier {
     atomic_int *stop;
     atomic_int ready;
     pthread_t tid;
+    unsigned seed; /* jitter; used by the notify thread only */
 };
 
 /* One webhook attempt in flight; travels through the engine as the request's user. */
@@ -61,8 +67,8 @@ char *notify_build_body(const struct notification *n, const struct order *o, siz
     return out;
 }
 
-char **notify_build_headers(const struct cfg_business *b, const char *webhook_id,
-                            int64_t timestamp, const char *body, size_t len)
+char **notify_build_headers(const struct cfg_business *b, const char *webhook_id, int64_t timestamp,
+                            const char *body, size_t len)
 {
     char **h = calloc(6, sizeof(char *));
     char sig[SIG_WEBHOOK_LEN];
@@ -117,8 +123,9 @@ static int start_attempt(struct notifier *nt, db_conn *db, webhook_engine *eng,
         free(o);
         return rc == 1 ? 1 : -1;
     }
-    if (strcmp(a->n.status, "DELIVERED") == 0) {
-        /* A redelivered or replayed copy: the business has it already. */
+    if (strcmp(a->n.status, "PENDING") != 0) {
+        /* A redelivered or replayed copy of a DELIVERED (or given-up FAILED) notification:
+         * the business has it already, or an operator must reset it first. */
         metric_inc(nt->stats->webhooks_skipped);
         LOG_INFO("webhook_already_delivered", "order_id", a->n.order_id, "webhook_id",
                  a->n.webhook_id);
@@ -128,18 +135,18 @@ static int start_attempt(struct notifier *nt, db_conn *db, webhook_engine *eng,
     }
     b = cfg_business_find(nt->cfg, a->n.business);
     if (b == NULL) {
-        LOG_ERROR("notify_business_unknown", "order_id", a->n.order_id, "business",
-                  a->n.business);
+        LOG_ERROR("notify_business_unknown", "order_id", a->n.order_id, "business", a->n.business);
         free(a);
         free(o);
         return -1;
     }
     memset(&req, 0, sizeof(req));
     req.body = notify_build_body(&a->n, o, &req.body_len);
-    req.headers = notify_build_headers(b, a->n.webhook_id, clock_now_ms() / 1000, req.body,
-                                       req.body_len);
+    req.headers =
+        notify_build_headers(b, a->n.webhook_id, clock_now_ms() / 1000, req.body, req.body_len);
     req.url = xstrdup(a->n.notify_url);
     req.timeout_ms = (long)nt->cfg->notify_timeout_ms;
+    req.allow_private = b->allow_private_network;
     req.user = a;
     free(o);
     if (webhook_engine_submit(eng, &req) != 0) {
@@ -150,36 +157,134 @@ static int start_attempt(struct notifier *nt, db_conn *db, webhook_engine *eng,
     return 0;
 }
 
-/* Records a finished attempt, then acks (or requeues when MySQL could not record it). */
-static void finish_attempt(struct notifier *nt, db_conn *db, mq_conn *cons, unsigned gen,
-                           const struct webhook_result *r)
+/* Publishes a message confirmed on the notify thread's publishing connection, opening it
+ * when needed. */
+static int publish(struct notifier *nt, mq_conn **pub, const char *queue, const char *body,
+                   const char *message_id, int64_t expiration_ms, struct errbuf *e)
+{
+    if (*pub == NULL && (*pub = mq_open(nt->cfg->amqp_url, 5000, e)) == NULL)
+        return -1;
+    if (mq_publish_confirmed_exp(*pub, queue, body, strlen(body), message_id, expiration_ms,
+                                 (int)nt->cfg->confirm_timeout_ms, e) == 0)
+        return 0;
+    if (mq_failed(*pub)) {
+        mq_close(*pub);
+        *pub = NULL;
+    }
+    return -1;
+}
+
+/* Retries exhausted: the message goes to the dead queue, the notification and the order
+ * become FAILED and one alert is queued, in that order, so that a crash at any point
+ * repeats a step instead of skipping one. */
+static int give_up(struct notifier *nt, db_conn *db, mq_conn **pub, const struct attempt *a,
+                   int attempts, const char *last_error, struct errbuf *e)
+{
+    char body[1024], subject[256], text[4096], first[32] = "", dedup[128];
+    json_object *o = json_object_new_object();
+    int rc = -1;
+
+    json_object_object_add(o, "notification_id", json_object_new_int64(a->n.id));
+    json_object_object_add(o, "order_id", json_object_new_string(a->n.order_id));
+    json_object_object_add(o, "business", json_object_new_string(a->n.business));
+    json_object_object_add(o, "webhook_id", json_object_new_string(a->n.webhook_id));
+    json_object_object_add(o, "attempts", json_object_new_int(attempts));
+    json_object_object_add(o, "last_error", json_object_new_string(last_error));
+    snprintf(body, sizeof(body), "%s", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+    if (publish(nt, pub, TOPOLOGY_NOTIFY_DEAD, body, a->n.webhook_id, 0, e) != 0)
+        return -1;
+    outbox_first_attempt_at(db, a->n.id, first, sizeof(first), e);
+    snprintf(subject, sizeof(subject), "paynotify: webhook for order %s failed after %d attempts",
+             a->n.order_id, attempts);
+    snprintf(text, sizeof(text),
+             "A business webhook could not be delivered after all retries.\n\n"
+             "order:         %s\nbusiness:      %s\nevent:         %s\nwebhook id:    %s\n"
+             "notify URL:    %s\nattempts:      %d\nlast error:    %s\nfirst attempt: %s\n",
+             a->n.order_id, a->n.business, a->n.event_type, a->n.webhook_id, a->n.notify_url,
+             attempts, last_error, first[0] ? first : "unknown");
+    snprintf(dedup, sizeof(dedup), "notify_failed:%s", a->n.webhook_id);
+    if (db_begin(db, e) != 0)
+        return -1;
+    if (outbox_mark_failed(db, &a->n, e) == 0 &&
+        alerts_enqueue(db, "notify_failed", dedup, a->n.business, a->n.order_id, subject, text,
+                       e) >= 0)
+        rc = db_commit(db, e);
+    if (rc != 0)
+        db_rollback(db);
+    return rc;
+}
+
+/* Records a finished attempt; then acks a delivery, moves a failure to its delay queue (or
+ * to the dead queue when retries are exhausted) before acking it, or requeues the message
+ * when any of that could not be done. Nothing is acked that was neither delivered nor
+ * moved on. */
+static void finish_attempt(struct notifier *nt, db_conn *db, mq_conn *cons, mq_conn **pub,
+                           unsigned gen, const struct webhook_result *r)
 {
     struct attempt *a = r->user;
     struct errbuf e = {0};
-    char status[16], latency[24];
-    int rc;
+    struct outbox_attempt rec;
+    struct retry_decision plan;
+    char status[16], latency[24], attempt_s[16];
+    int rc, attempts = 0, done = 0;
 
     metric_add(nt->stats->webhooks_in_flight, -1);
     metric_observe(nt->stats->webhook_seconds, (double)r->latency_us / 1e6);
     metric_inc(r->ok ? nt->stats->webhooks_delivered : nt->stats->webhooks_failed);
+    memset(&rec, 0, sizeof(rec));
+    rec.ok = r->ok;
+    rec.http_status = r->http_status;
+    rec.error = r->error;
+    rec.latency_ms = r->latency_us / 1000;
+    snprintf(rec.response_head, sizeof(rec.response_head), "%s", r->body_head);
+    rc = outbox_record_attempt(db, &a->n, &rec, &attempts, &e);
     snprintf(status, sizeof(status), "%ld", r->http_status);
-    snprintf(latency, sizeof(latency), "%lld", (long long)(r->latency_us / 1000));
+    snprintf(latency, sizeof(latency), "%lld", (long long)rec.latency_ms);
+    snprintf(attempt_s, sizeof(attempt_s), "%d", attempts - 1);
     if (r->ok)
         LOG_INFO("webhook_delivered", "order_id", a->n.order_id, "webhook_id", a->n.webhook_id,
-                 "http_status", status, "latency_ms", latency);
+                 "attempt", attempt_s, "http_status", status, "latency_ms", latency);
     else
         LOG_WARN("webhook_failed", "order_id", a->n.order_id, "webhook_id", a->n.webhook_id,
-                 "url", a->n.notify_url, "http_status", status, "error", r->error,
-                 "response", r->body_head);
-    rc = outbox_record_attempt(db, &a->n, r->ok, r->http_status, r->error, &e);
-    if (rc != 0)
+                 "attempt", attempt_s, "url", a->n.notify_url, "http_status", status, "error",
+                 r->error, "response", r->body_head);
+    if (rc != 0) {
         LOG_WARN("notify_record_failed", "order_id", a->n.order_id, "error", e.msg);
+    } else if (r->ok) {
+        done = 1;
+    } else if (cons != NULL) {
+        /* Only a live consumer can ack; during shutdown the broker requeues instead. */
+        retry_plan(nt->cfg->retry_delays_ms, nt->cfg->n_retry_delays, attempts, r->http_status,
+                   r->retry_after, (double)rand_r(&nt->seed) / RAND_MAX * 2.0 - 1.0, clock_now_ms(),
+                   &plan);
+        if (plan.dead) {
+            done = give_up(nt, db, pub, a, attempts, r->error, &e) == 0;
+            if (done) {
+                metric_inc(nt->stats->webhooks_dead);
+                LOG_ERROR("webhook_dead", "order_id", a->n.order_id, "webhook_id", a->n.webhook_id,
+                          "business", a->n.business, "attempts", attempt_s, "error", r->error);
+            }
+        } else {
+            char queue[TOPOLOGY_NAME_MAX], body[64], delay[24];
+            int k = plan.queue;
+            topology_retry_queue_name(k, nt->cfg->retry_delays_ms[k - 1], queue, sizeof(queue));
+            outbox_message(a->n.id, body, sizeof(body));
+            done = publish(nt, pub, queue, body, a->n.webhook_id, plan.expiration_ms, &e) == 0;
+            snprintf(delay, sizeof(delay), "%lld", (long long)plan.expiration_ms);
+            if (done) {
+                failpoint_hit("after_retry_publish");
+                metric_inc(nt->stats->webhooks_retry_scheduled);
+                LOG_INFO("webhook_retry_scheduled", "order_id", a->n.order_id, "webhook_id",
+                         a->n.webhook_id, "queue", queue, "delay_ms", delay);
+            }
+        }
+        if (!done)
+            LOG_WARN("notify_move_failed", "order_id", a->n.order_id, "error", e.msg);
+    }
     /* A tag from an older connection is void: the broker already requeued that message. */
     if (cons != NULL && gen == a->conn_gen) {
-        if (rc == 0)
-            rc = mq_ack(cons, a->delivery_tag, &e);
-        else
-            rc = mq_nack(cons, a->delivery_tag, 1, &e);
+        rc = done ? mq_ack(cons, a->delivery_tag, &e) : mq_nack(cons, a->delivery_tag, 1, &e);
         if (rc != 0)
             LOG_WARN("broker_ack_failed", "error", e.msg);
     }
@@ -194,7 +299,7 @@ static void *thread_main(void *arg)
     struct errbuf e = {0};
     webhook_engine *eng;
     db_conn *db = NULL;
-    mq_conn *cons = NULL;
+    mq_conn *cons = NULL, *pub = NULL;
     unsigned gen = 0;
     int64_t drain_deadline = 0;
 
@@ -218,7 +323,7 @@ static void *thread_main(void *arg)
                 break;
         }
         while (webhook_engine_poll(eng, &r) == 1)
-            finish_attempt(nt, db, cons, gen, &r);
+            finish_attempt(nt, db, cons, &pub, gen, &r);
         if (db == NULL && (db = db_open(cfg->mysql_url, 5000, &e)) == NULL) {
             atomic_store(&nt->ready, 0);
             LOG_WARN("mysql_unavailable", "error", e.msg);
@@ -273,10 +378,11 @@ static void *thread_main(void *arg)
         struct webhook_result r;
         /* Aborted attempts: record them and let the broker requeue the messages. */
         while (webhook_engine_poll(eng, &r) == 1)
-            finish_attempt(nt, db, NULL, gen, &r);
+            finish_attempt(nt, db, NULL, &pub, gen, &r);
     }
     webhook_engine_free(eng);
     mq_close(cons);
+    mq_close(pub);
     db_close(db);
     db_thread_end();
     return NULL;
@@ -291,6 +397,7 @@ notifier *notifier_start(const struct cfg *cfg, struct worker_stats *stats, atom
     nt->cfg = cfg;
     nt->stats = stats;
     nt->stop = stop;
+    nt->seed = (unsigned)clock_now_ms() ^ (unsigned)getpid();
     if (pthread_create(&nt->tid, NULL, thread_main, nt) != 0) {
         free(nt);
         return NULL;

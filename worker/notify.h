@@ -25,7 +25,7 @@ void notifier_join(notifier *n);
 char *notify_build_body(const struct notification *n, const struct order *o, size_t *len);
 /* The NULL-terminated "Name: value" header array for one attempt (caller frees each entry
  * and the array; webhook_engine_submit() takes it). */
-char **notify_build_headers(const struct cfg_business *b, const char *webhook_id,
-                            int64_t timestamp, const char *body, size_t len);
+char **notify_build_headers(const struct cfg_business *b, const char *webhook_id, int64_t timestamp,
+                            const char *body, size_t len);
 
 #endif

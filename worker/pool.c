@@ -30,6 +30,7 @@ struct pool_thread {
 
 struct pool {
     const struct cfg *cfg;
+    const struct channels *chans;
     struct worker_stats *stats;
     atomic_int *stop;
     int n;
@@ -58,8 +59,8 @@ static int connect_all(struct pool_thread *t, db_conn **db, kv_conn **kv, mq_con
     if (*cons == NULL) {
         *cons = mq_open(cfg->amqp_url, 5000, &e);
         if (*cons == NULL ||
-            mq_declare_topology(*cons, cfg->queue_type, cfg->retry_delays_ms,
-                                cfg->n_retry_delays, &e) != 0 ||
+            mq_declare_topology(*cons, cfg->queue_type, cfg->retry_delays_ms, cfg->n_retry_delays,
+                                &e) != 0 ||
             mq_consume_start(*cons, TOPOLOGY_CALLBACKS, (uint16_t)cfg->prefetch, &e) != 0) {
             LOG_WARN("broker_unavailable", "error", e.msg);
             mq_close(*cons);
@@ -115,6 +116,7 @@ static void *thread_main(void *arg)
     db_thread_init();
     memset(&ctx, 0, sizeof(ctx));
     ctx.cfg = p->cfg;
+    ctx.chans = p->chans;
     ctx.stats = p->stats;
     while (!atomic_load(p->stop)) {
         struct mq_msg m;
@@ -177,13 +179,15 @@ static void *thread_main(void *arg)
     return NULL;
 }
 
-pool *pool_start(const struct cfg *cfg, struct worker_stats *stats, atomic_int *stop)
+pool *pool_start(const struct cfg *cfg, const struct channels *chans, struct worker_stats *stats,
+                 atomic_int *stop)
 {
     pool *p = calloc(1, sizeof(*p));
 
     if (p == NULL)
         abort();
     p->cfg = cfg;
+    p->chans = chans;
     p->stats = stats;
     p->stop = stop;
     p->threads = calloc((size_t)cfg->worker_threads, sizeof(*p->threads));

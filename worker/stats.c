@@ -12,43 +12,47 @@ void worker_stats_init(struct worker_stats *s)
     s->callbacks_consumed = metrics_counter(r, "paynotify_worker_callbacks_total",
                                             "Callbacks taken from paynotify.callbacks, by outcome.",
                                             "outcome=\"consumed\"");
-    s->callbacks_applied = metrics_counter(r, "paynotify_worker_callbacks_total", NULL,
-                                           "outcome=\"applied\"");
-    s->callbacks_recorded = metrics_counter(r, "paynotify_worker_callbacks_total", NULL,
-                                            "outcome=\"recorded\"");
-    s->duplicates_redis = metrics_counter(r, "paynotify_worker_callbacks_total", NULL,
-                                          "outcome=\"duplicate_redis\"");
-    s->duplicates_mysql = metrics_counter(r, "paynotify_worker_callbacks_total", NULL,
-                                          "outcome=\"duplicate_mysql\"");
-    s->callbacks_retried = metrics_counter(r, "paynotify_worker_callbacks_total", NULL,
-                                           "outcome=\"retried\"");
-    s->callbacks_parked = metrics_counter(r, "paynotify_worker_callbacks_total", NULL,
-                                          "outcome=\"parked\"");
+    s->callbacks_applied =
+        metrics_counter(r, "paynotify_worker_callbacks_total", NULL, "outcome=\"applied\"");
+    s->callbacks_recorded =
+        metrics_counter(r, "paynotify_worker_callbacks_total", NULL, "outcome=\"recorded\"");
+    s->duplicates_redis =
+        metrics_counter(r, "paynotify_worker_callbacks_total", NULL, "outcome=\"duplicate_redis\"");
+    s->duplicates_mysql =
+        metrics_counter(r, "paynotify_worker_callbacks_total", NULL, "outcome=\"duplicate_mysql\"");
+    s->callbacks_retried =
+        metrics_counter(r, "paynotify_worker_callbacks_total", NULL, "outcome=\"retried\"");
+    s->callbacks_parked =
+        metrics_counter(r, "paynotify_worker_callbacks_total", NULL, "outcome=\"parked\"");
     s->anomalies = metrics_counter(r, "paynotify_worker_payment_anomalies_total",
                                    "Amount mismatches, duplicate payments, unknown orders, "
                                    "payments after close.",
                                    NULL);
-    s->redis_fallbacks = metrics_counter(r, "paynotify_worker_redis_fallbacks_total",
-                                         "Callbacks decided by MySQL alone because Redis failed.",
-                                         NULL);
+    s->redis_fallbacks =
+        metrics_counter(r, "paynotify_worker_redis_fallbacks_total",
+                        "Callbacks decided by MySQL alone because Redis failed.", NULL);
     s->apply_seconds = metrics_histogram(r, "paynotify_worker_apply_seconds",
                                          "Time of the one-transaction apply of a callback.", NULL,
                                          METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
-    s->notify_published = metrics_counter(r, "paynotify_worker_notify_published_total",
-                                          "Notify messages confirmed by the broker.",
-                                          "via=\"apply\"");
-    s->swept = metrics_counter(r, "paynotify_worker_notify_published_total", NULL,
-                               "via=\"sweeper\"");
+    s->notify_published =
+        metrics_counter(r, "paynotify_worker_notify_published_total",
+                        "Notify messages confirmed by the broker.", "via=\"apply\"");
+    s->swept =
+        metrics_counter(r, "paynotify_worker_notify_published_total", NULL, "via=\"sweeper\"");
     s->notify_publish_failed = metrics_counter(
         r, "paynotify_worker_notify_publish_failures_total",
         "Notify publishes that failed after commit (the sweeper republishes them).", NULL);
-    s->webhooks_delivered = metrics_counter(r, "paynotify_worker_webhooks_total",
-                                            "Business webhooks sent, by outcome.",
-                                            "outcome=\"delivered\"");
-    s->webhooks_failed = metrics_counter(r, "paynotify_worker_webhooks_total", NULL,
-                                         "outcome=\"failed\"");
+    s->webhooks_delivered =
+        metrics_counter(r, "paynotify_worker_webhooks_total", "Business webhooks sent, by outcome.",
+                        "outcome=\"delivered\"");
+    s->webhooks_failed =
+        metrics_counter(r, "paynotify_worker_webhooks_total", NULL, "outcome=\"failed\"");
     s->webhooks_skipped = metrics_counter(r, "paynotify_worker_webhooks_total", NULL,
                                           "outcome=\"skipped_delivered\"");
+    s->webhooks_retry_scheduled =
+        metrics_counter(r, "paynotify_worker_webhooks_total", NULL, "outcome=\"retry_scheduled\"");
+    s->webhooks_dead =
+        metrics_counter(r, "paynotify_worker_webhooks_total", NULL, "outcome=\"dead\"");
     s->webhook_seconds = metrics_histogram(r, "paynotify_worker_webhook_seconds",
                                            "Latency of business webhook requests.", NULL,
                                            METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);

@@ -8,23 +8,26 @@
 struct worker_stats {
     metrics *reg;
     metric *callbacks_consumed;
-    metric *callbacks_applied;         /* order state changed */
-    metric *callbacks_recorded;        /* logged without a state change */
-    metric *duplicates_redis;          /* dropped by the Redis fast path */
-    metric *duplicates_mysql;          /* dropped by the payment_log unique key */
-    metric *callbacks_retried;         /* requeued: order busy or transient error */
-    metric *callbacks_parked;          /* poison: moved to paynotify.callbacks.parked */
-    metric *anomalies;                 /* amount mismatch, duplicate payment, unknown order... */
-    metric *redis_fallbacks;           /* Redis unreachable: MySQL alone decided */
-    metric *apply_seconds;             /* histogram: one-transaction apply */
+    metric *callbacks_applied;  /* order state changed */
+    metric *callbacks_recorded; /* logged without a state change */
+    metric *duplicates_redis;   /* dropped by the Redis fast path */
+    metric *duplicates_mysql;   /* dropped by the payment_log unique key */
+    metric *callbacks_retried;  /* requeued: order busy or transient error */
+    metric *callbacks_parked;   /* poison: moved to paynotify.callbacks.parked */
+    metric *anomalies;          /* amount mismatch, duplicate payment, unknown order... */
+    metric *redis_fallbacks;    /* Redis unreachable: MySQL alone decided */
+    metric *apply_seconds;      /* histogram: one-transaction apply */
     metric *notify_published;
-    metric *notify_publish_failed;     /* left to the sweeper */
-    metric *swept;                     /* outbox rows republished by the sweeper */
+    metric *notify_publish_failed; /* left to the sweeper */
+    metric *swept;                 /* outbox rows republished by the sweeper */
     metric *webhooks_delivered;
     metric *webhooks_failed;
-    metric *webhooks_skipped;          /* already DELIVERED: not sent again */
-    metric *webhook_seconds;           /* histogram: webhook latency */
-    metric *webhooks_in_flight;        /* gauge */
+    metric *webhooks_skipped;
+    metric *webhooks_retry_scheduled; /* moved to a delay queue */
+    metric *webhooks_dead;
+        /* retries exhausted: dead queue, FAILED, alert */ /* already DELIVERED: not sent again */
+    metric *webhook_seconds;                               /* histogram: webhook latency */
+    metric *webhooks_in_flight;                            /* gauge */
 };
 
 /* Registers every series in a new registry; free with worker_stats_free(). */

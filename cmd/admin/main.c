@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "channel/channel.h"
 #include "common/cfg.h"
 #include "common/log.h"
 #include "queue/mq.h"
@@ -111,10 +112,17 @@ int main(int argc, char **argv)
     } else if (strcmp(argv[1], "queues") == 0) {
         rc = cmd_queues(cfg);
     } else if (strcmp(argv[1], "check-config") == 0) {
-        char *d = cfg_describe(cfg);
-        printf("%s\n", d);
-        free(d);
-        rc = 0;
+        channels *chans = channels_load(cfg, &e);
+        if (chans == NULL) {
+            fprintf(stderr, "paynotify-admin: configuration error: %s\n", e.msg);
+            rc = 2;
+        } else {
+            char *d = cfg_describe(cfg);
+            printf("%s\n", d);
+            free(d);
+            channels_free(chans);
+            rc = 0;
+        }
     } else {
         usage();
         rc = 2;

@@ -1,11 +1,13 @@
 /* cmd/receiver/main.c: paynotify-receiver. The thin HTTP intake: business API, provider
  * callbacks (answered after the broker's confirm), health, readiness and metrics. On
  * SIGTERM: stop accepting, answer the requests in hand, close the broker link, exit 0. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "channel/channel.h"
 #include "common/cfg.h"
 #include "common/failpoint.h"
 #include "common/httpd.h"
@@ -45,18 +47,23 @@ int main(void)
 {
     struct errbuf e = {0};
     struct cfg *cfg;
+    channels *chans;
     struct main_ctx m;
     struct publisher_opts po;
-    struct httpd_opts ho = {.max_body = 65536,
-                            .max_conns = 4096,
-                            .read_timeout_ms = 10000,
-                            .idle_timeout_ms = 60000};
+    struct httpd_opts ho = {
+        .max_body = 65536, .max_conns = 4096, .read_timeout_ms = 10000, .idle_timeout_ms = 60000};
     uv_loop_t loop;
     int rc = 0;
 
     cfg = cfg_load(CFG_NEED_FILE, &e);
     if (cfg == NULL) {
         fprintf(stderr, "paynotify-receiver: configuration error: %s\n", e.msg);
+        return 2;
+    }
+    chans = channels_load(cfg, &e);
+    if (chans == NULL) {
+        fprintf(stderr, "paynotify-receiver: configuration error: %s\n", e.msg);
+        cfg_free(cfg);
         return 2;
     }
     log_init("receiver", (enum log_level)cfg->log_level);
@@ -66,10 +73,12 @@ int main(void)
         free(d);
     }
     failpoint_init();
+    /* A peer closing a socket must be an error return, not a process kill. */
+    signal(SIGPIPE, SIG_IGN);
     db_library_init();
     uv_loop_init(&loop);
     memset(&m, 0, sizeof(m));
-    receiver_app_init(&m.app, cfg, &loop);
+    receiver_app_init(&m.app, cfg, chans, &loop);
 
     memset(&po, 0, sizeof(po));
     po.amqp_url = cfg->amqp_url;
@@ -106,6 +115,7 @@ out:
     }
     receiver_app_free(&m.app);
     LOG_INFO("receiver_stopped");
+    channels_free(chans);
     cfg_free(cfg);
     db_library_end();
     return rc;

@@ -3,11 +3,13 @@
  * SIGTERM stops consuming, finishes the work in hand and exits 0. */
 #include <curl/curl.h>
 #include <stdatomic.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "channel/channel.h"
 #include "common/cfg.h"
 #include "common/failpoint.h"
 #include "common/httpd.h"
@@ -73,6 +75,7 @@ int main(void)
 {
     struct errbuf e = {0};
     struct cfg *cfg;
+    channels *chans;
     struct app a;
     uv_loop_t loop;
     int rc = 0;
@@ -82,6 +85,12 @@ int main(void)
         fprintf(stderr, "paynotify-worker: configuration error: %s\n", e.msg);
         return 2;
     }
+    chans = channels_load(cfg, &e);
+    if (chans == NULL) {
+        fprintf(stderr, "paynotify-worker: configuration error: %s\n", e.msg);
+        cfg_free(cfg);
+        return 2;
+    }
     log_init("worker", (enum log_level)cfg->log_level);
     {
         char *d = cfg_describe(cfg);
@@ -89,6 +98,8 @@ int main(void)
         free(d);
     }
     failpoint_init();
+    /* A peer closing a socket must be an error return, not a process kill. */
+    signal(SIGPIPE, SIG_IGN);
     /* Library globals before any thread starts. */
     curl_global_init(CURL_GLOBAL_DEFAULT);
     db_library_init();
@@ -104,7 +115,7 @@ int main(void)
         rc = 1;
         goto out;
     }
-    a.pool = pool_start(cfg, &a.stats, &a.stop);
+    a.pool = pool_start(cfg, chans, &a.stats, &a.stop);
     a.notifier = notifier_start(cfg, &a.stats, &a.stop);
     a.sweeper = sweeper_start(cfg, &a.stats, &a.stop);
     if (a.pool == NULL || a.notifier == NULL || a.sweeper == NULL) {
@@ -121,8 +132,7 @@ int main(void)
         {
             char threads[16];
             snprintf(threads, sizeof(threads), "%d", cfg->worker_threads);
-            LOG_INFO("worker_started", "metrics_listen", cfg->metrics_listen, "threads",
-                     threads);
+            LOG_INFO("worker_started", "metrics_listen", cfg->metrics_listen, "threads", threads);
         }
     }
     uv_run(&loop, UV_RUN_DEFAULT);
@@ -137,6 +147,7 @@ out:
     }
     worker_stats_free(&a.stats);
     LOG_INFO("worker_stopped");
+    channels_free(chans);
     cfg_free(cfg);
     db_library_end();
     curl_global_cleanup();

@@ -81,11 +81,19 @@ def request(port, method, path, body=None, headers=None, timeout=30):
 # ---------------------------------------------------------------- business sink
 
 class Sink:
-    """A business notify endpoint: records every request byte-exact; answers `status`."""
+    """A business notify endpoint: records every request byte-exact. Answers `status`, or
+    `fail_status` to the first `fail_first` requests; `delay` seconds before answering
+    (a hanging endpoint); tracks the highest number of requests in progress at once."""
 
-    def __init__(self, status=200):
+    def __init__(self, status=200, fail_first=0, fail_status=500, delay=0.0, headers=None):
         self.status = status
+        self.fail_first = fail_first
+        self.fail_status = fail_status
+        self.delay = delay
+        self.extra_headers = headers or {}
         self.requests = []
+        self.active = 0
+        self.max_active = 0
         self.lock = threading.Lock()
         sink = self
 
@@ -96,20 +104,35 @@ class Sink:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
                 with sink.lock:
-                    sink.requests.append({"path": self.path,
+                    sink.active += 1
+                    sink.max_active = max(sink.max_active, sink.active)
+                    sink.requests.append({"path": self.path, "t": time.time(),
                                           "headers": {k.lower(): v for k, v in self.headers.items()},
                                           "body": body})
-                    status = sink.status
-                out = b"ok"
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(out)))
-                self.end_headers()
-                self.wfile.write(out)
+                    status = sink.fail_status if len(sink.requests) <= sink.fail_first \
+                        else sink.status
+                    delay = sink.delay
+                try:
+                    if delay:
+                        time.sleep(delay)
+                    out = b"ok" if status < 300 else b"endpoint failure"
+                    self.send_response(status)
+                    for k, v in sink.extra_headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(out)))
+                    self.end_headers()
+                    self.wfile.write(out)
+                except OSError:
+                    pass
+                finally:
+                    with sink.lock:
+                        sink.active -= 1
 
             def log_message(self, *a):
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -122,6 +145,54 @@ class Sink:
     def close(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeProcess:
+    """One of tests/fakes/*.py as a real server process on a free port."""
+
+    def __init__(self, script, *args):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, os.path.join(SOURCE, "tests/fakes", script),
+                                      str(self.port), *args], stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        check("ready" in line, f"{script} did not start: {line!r}")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class Alerts:
+    """The SMS sink (HTTP) and the SMTP sink (aiosmtpd) that receive on-call alerts."""
+
+    def __init__(self, workdir):
+        self.sms_file = os.path.join(workdir, "sms.jsonl")
+        self.mail_dir = os.path.join(workdir, "mail")
+        os.makedirs(self.mail_dir, exist_ok=True)
+        self.sms = FakeProcess("sms_sink.py", self.sms_file)
+        self.smtp = FakeProcess("smtp_sink.py", self.mail_dir)
+        self.config = {"sms_url": f"http://127.0.0.1:{self.sms.port}/sms",
+                       "sms_to": ["+8613800000000"],
+                       "smtp_url": f"smtp://127.0.0.1:{self.smtp.port}",
+                       "mail_from": "paynotify@example.com", "mail_to": ["oncall@example.com"]}
+
+    def sms_messages(self):
+        if not os.path.exists(self.sms_file):
+            return []
+        with open(self.sms_file) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def mails(self):
+        out = []
+        for name in sorted(os.listdir(self.mail_dir)):
+            with open(os.path.join(self.mail_dir, name), errors="replace") as f:
+                out.append(f.read())
+        return out
+
+    def close(self):
+        self.sms.close()
+        self.smtp.close()
 
 
 def verify_standard_webhook(secret, req, tolerance=300):
@@ -164,7 +235,7 @@ def stripe_sign(secret, body, t=None):
 class Env:
     """One test's configuration, processes and helpers."""
 
-    def __init__(self, name, extra_env=None):
+    def __init__(self, name, extra_env=None, alerts=None, allow_private=True):
         self.dir = tempfile.mkdtemp(prefix=f"{name}-", dir=os.environ.get("PAYNOTIFY_TEST_DIR"))
         self.stack_dir = need_env("STACK_DIR")
         self.mysql_port = need_env("STACK_MYSQL_PORT")
@@ -181,13 +252,14 @@ class Env:
                                         "webhook_secret_file": "stripe_whsec.txt"}},
                 "businesses": {
                     "shop": {"api_keys": [self.api_key], "webhook_secret": self.webhook_secret,
-                             "notify_url_prefixes": ["http://127.0.0.1:"],
-                             "allow_private_network": True},
+                             "notify_url_prefixes": ["http://127.0.0.1:", "http://localhost:"],
+                             "allow_private_network": allow_private},
                     "member": {"api_keys": [self.other_key],
                                "webhook_secret": "whsec_" + base64.b64encode(
                                    secrets.token_bytes(32)).decode(),
                                "notify_url_prefixes": ["http://127.0.0.1:"],
                                "allow_private_network": True}},
+                **({"alerts": alerts.config} if alerts else {}),
             }, f)
         self.port = free_port()
         self.env = dict(os.environ)

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "channel/channel.h"
 #include "common/cfg.h"
 
 static const char good[] =
@@ -29,6 +30,31 @@ static void expect_json_error(const char *json, const char *needle)
     struct cfg *heap = malloc(sizeof(*heap));
     *heap = c;
     cfg_free(heap);
+}
+
+/* A config whose only channel "x" is chan_json must load as a file but fail in its
+ * channel module, with a message naming the key. */
+static void expect_channel_error(const char *chan_json, const char *needle)
+{
+    char json[2048];
+    struct cfg *c = calloc(1, sizeof(*c));
+    struct errbuf e = {0};
+    channels *set;
+
+    snprintf(json, sizeof(json),
+             "{\"channels\":{\"x\":%s},\"businesses\":{\"shop\":{\"api_keys\":"
+             "[\"0123456789abcdef-shop\"],\"webhook_secret\":"
+             "\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\",\"notify_url_prefixes\":"
+             "[\"https://shop.example/\"]}}}",
+             chan_json);
+    CHECK_INT_EQ(cfg_parse_json(c, json, ".", &e), 0);
+    set = channels_load(c, &e);
+    if (set != NULL || strstr(e.msg, needle) == NULL) {
+        fprintf(stderr, "%s: got \"%s\", want it to name \"%s\"\n", chan_json,
+                set ? "(accepted)" : e.msg, needle);
+        exit(1);
+    }
+    cfg_free(c);
 }
 
 static void expect_env_error(const char *key, const char *value)
@@ -94,8 +120,15 @@ static void test_json(void)
 
     CHECK_INT_EQ(cfg_parse_json(c, good, ".", &e), 0);
     CHECK_INT_EQ(c->n_channels, 1);
-    CHECK_STR_EQ(cfg_channel_find(c, "stripe")->webhook_secret, "whsec_abc");
-    CHECK_STR_EQ(cfg_channel_find(c, "stripe")->api_url, "https://api.stripe.com");
+    CHECK_STR_EQ(cfg_channel_find(c, "stripe")->type, "stripe");
+    {
+        channels *set = channels_load(c, &e);
+        CHECK(set != NULL);
+        CHECK(channels_find(set, "stripe") != NULL);
+        CHECK(channels_find(set, "alipay") == NULL);
+        CHECK_STR_EQ(channels_find(set, "stripe")->ops->type, "stripe");
+        channels_free(set);
+    }
     CHECK(cfg_business_by_api_key(c, "0123456789abcdef-shop") == cfg_business_find(c, "shop"));
     CHECK(cfg_business_by_api_key(c, "0123456789abcdef-sho") == NULL);
     CHECK(cfg_business_by_api_key(c, "") == NULL);
@@ -110,13 +143,16 @@ static void test_json(void)
 
     expect_json_error("{", "invalid JSON");
     expect_json_error("{\"businesses\":{}}", "channels");
-    expect_json_error("{\"channels\":{\"x\":{\"type\":\"paypal\"}}}", "channels.x.type");
-    expect_json_error("{\"channels\":{\"s\":{\"type\":\"stripe\"}}}", "channels.s");
-    expect_json_error("{\"channels\":{\"s\":{\"type\":\"stripe\",\"webhook_secret\":\"abc\"}}}",
-                      "channels.s.webhook_secret");
-    expect_json_error("{\"channels\":{\"s\":{\"type\":\"stripe\",\"webhook_secret_file\":"
-                      "\"/nonexistent\"}}}",
-                      "channels.s.webhook_secret_file");
+    expect_json_error("{\"channels\":{\"x\":{}}}", "channels.x.type");
+    expect_json_error("{\"channels\":{\"x\":[]}}", "channels.x");
+    expect_channel_error("{\"type\":\"paypal\"}", "channels.x.type");
+    expect_channel_error("{\"type\":\"stripe\"}", "channels.x");
+    expect_channel_error("{\"type\":\"stripe\",\"webhook_secret\":\"abc\"}",
+                         "channels.x.webhook_secret");
+    expect_channel_error("{\"type\":\"stripe\",\"webhook_secret_file\":\"/nonexistent\"}",
+                         "channels.x.webhook_secret_file");
+    expect_channel_error("{\"type\":\"stripe\",\"webhook_secret\":\"whsec_a\",\"api_url\":\"ftp://x\"}",
+                         "channels.x.api_url");
     expect_json_error("{\"channels\":{\"Bad Name\":{\"type\":\"stripe\"}}}", "channels.Bad Name");
     expect_json_error("{\"channels\":{\"s\":{\"type\":\"stripe\",\"webhook_secret\":\"whsec_a\"}},"
                       "\"businesses\":{\"b\":{\"api_keys\":[\"short\"],\"webhook_secret\":"
@@ -172,7 +208,13 @@ static void test_dev_config(void)
     if (c == NULL)
         fprintf(stderr, "%s\n", e.msg);
     CHECK(c != NULL);
-    CHECK(strncmp(cfg_channel_find(c, "stripe")->webhook_secret, "whsec_", 6) == 0);
+    {
+        channels *set = channels_load(c, &e);
+        if (set == NULL)
+            fprintf(stderr, "%s\n", e.msg);
+        CHECK(set != NULL);
+        channels_free(set);
+    }
     cfg_free(c);
     unsetenv("PAYNOTIFY_CONFIG");
 }
@@ -180,10 +222,11 @@ static void test_dev_config(void)
 int main(void)
 {
     /* Start from a clean environment so the caller's PAYNOTIFY_* do not leak in. */
-    const char *keys[] = {"PAYNOTIFY_AMQP_URL", "PAYNOTIFY_REDIS_URL", "PAYNOTIFY_MYSQL_URL",
-                          "PAYNOTIFY_LISTEN", "PAYNOTIFY_RETRY_DELAYS", "PAYNOTIFY_NOTIFY_TIMEOUT",
-                          "PAYNOTIFY_QUEUE_TYPE", "PAYNOTIFY_WORKERS", "PAYNOTIFY_WORKER_THREADS",
-                          "PAYNOTIFY_LOG_LEVEL"};
+    const char *keys[] = {"PAYNOTIFY_AMQP_URL",       "PAYNOTIFY_REDIS_URL",
+                          "PAYNOTIFY_MYSQL_URL",      "PAYNOTIFY_LISTEN",
+                          "PAYNOTIFY_RETRY_DELAYS",   "PAYNOTIFY_NOTIFY_TIMEOUT",
+                          "PAYNOTIFY_QUEUE_TYPE",     "PAYNOTIFY_WORKERS",
+                          "PAYNOTIFY_WORKER_THREADS", "PAYNOTIFY_LOG_LEVEL"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         unsetenv(keys[i]);
     test_env();

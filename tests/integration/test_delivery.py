@@ -1,0 +1,174 @@
+"""tests/integration/test_delivery.py: webhook delivery that never gives up silently
+(issue 4): delayed retries through RabbitMQ delay queues, the dead queue, SMS and email
+alerts, the attempt history, isolation of a slow endpoint, outbound address safety, and
+nothing lost across a broker restart or a worker killed mid-move."""
+import time
+
+from pnlib import Alerts, Env, Sink, check, eq, run, stripe_event, wait_for
+
+SHORT = {"PAYNOTIFY_RETRY_DELAYS": "1s,1s,2s", "PAYNOTIFY_NOTIFY_TIMEOUT": "2s"}
+
+
+def pay(env, sink, amount=1250):
+    o = env.create_order(sink.url, amount=amount)
+    st, _, body = env.callback(stripe_event(o["order_id"], amount, "usd"))
+    eq(st, 200, f"callback accepted ({body!r})")
+    return o["order_id"]
+
+
+def attempts_of(env, order_id):
+    return env.sql("SELECT a.attempt, COALESCE(a.http_status, 0), COALESCE(a.error, ''),"
+                   " a.latency_ms, COALESCE(a.response_head, '') FROM notification_attempts a"
+                   " JOIN notifications n ON n.id = a.notification_id"
+                   f" WHERE n.order_id = '{order_id}' ORDER BY a.id")
+
+
+def test_fails_twice_then_delivered():
+    env = Env("retry-then-ok", SHORT)
+    sink = Sink(fail_first=2)
+    try:
+        env.start("paynotify-receiver")
+        env.start("paynotify-worker")
+        oid = pay(env, sink)
+        wait_for(lambda: env.get_order(oid)["notify_status"] == "DELIVERED", 40, "delivery")
+        reqs = sink.received()
+        eq(len(reqs), 3, "requests: two failures, then the delivery")
+        eq(len({r["headers"]["webhook-id"] for r in reqs}), 1, "one webhook-id on every retry")
+        check(reqs[1]["t"] - reqs[0]["t"] >= 0.8, "retry 1 waited about its 1 s delay")
+        rows = attempts_of(env, oid)
+        eq([r[0] for r in rows], ["0", "1", "2"], "attempt numbers")
+        eq([r[1] for r in rows], ["500", "500", "200"], "HTTP status per attempt")
+        eq(rows[0][2], "HTTP 500", "error of a failed attempt")
+        eq(rows[0][4], "endpoint failure", "first bytes of the response")
+        eq(rows[2][2], "", "no error on the delivered attempt")
+        o = env.get_order(oid)
+        eq(o["notify_attempts"], 3, "notify_attempts")
+        eq(o["status"], "PAID", "order")
+    finally:
+        env.close()
+        sink.close()
+
+
+def test_always_failing_goes_dead_with_one_alert():
+    env0 = Env("dead-alerts-tmp")
+    alerts = Alerts(env0.dir)
+    env = Env("dead", SHORT, alerts=alerts)
+    sink = Sink(status=503)
+    try:
+        env.start("paynotify-receiver")
+        env.start("paynotify-worker")
+        dead_before = env.queues()["paynotify.notify.dead"]["messages"]
+        oid = pay(env, sink)
+        wait_for(lambda: env.get_order(oid)["notify_status"] == "FAILED", 60, "FAILED")
+        time.sleep(3)  # nothing more may arrive
+        eq(len(sink.received()), 4, "exactly 1 + N requests")
+        o = env.get_order(oid)
+        eq(o["notify_attempts"], 4, "notify_attempts")
+        eq(o["notify_last_error"], "HTTP 503", "last error")
+        eq(env.queues()["paynotify.notify.dead"]["messages"], dead_before + 1, "dead queue")
+        sms = wait_for(lambda: [m for m in alerts.sms_messages() if oid in m["text"]], 30, "SMS")
+        mails = wait_for(lambda: [m for m in alerts.mails() if oid in m], 30, "email")
+        time.sleep(2)
+        eq(len([m for m in alerts.sms_messages() if oid in m["text"]]), 1, "one SMS")
+        eq(len([m for m in alerts.mails() if oid in m]), 1, "one email")
+        eq(sms[0]["to"], "+8613800000000", "SMS recipient")
+        for needle in (oid, "shop", sink.url, "4", "HTTP 503"):
+            check(needle in mails[0], f"email names {needle!r}")
+    finally:
+        env.close()
+        sink.close()
+        alerts.close()
+
+
+def test_slow_endpoint_does_not_delay_healthy_one():
+    env = Env("isolation", {"PAYNOTIFY_NOTIFY_TIMEOUT": "4s", "PAYNOTIFY_RETRY_DELAYS": "30s"})
+    slow = Sink(delay=10)
+    fast = Sink()
+    try:
+        env.start("paynotify-receiver")
+        env.start("paynotify-worker")
+        slow_ids = [pay(env, slow) for _ in range(20)]
+        t0 = time.time()
+        fast_ids = [pay(env, fast) for _ in range(20)]
+        wait_for(lambda: all(env.get_order(i)["notify_status"] == "DELIVERED" for i in fast_ids),
+                 3.5, "healthy webhooks while the slow endpoint hangs")
+        took = time.time() - t0
+        check(took < 3.5, f"healthy endpoint served in {took:.1f}s")
+        eq(len(fast.received()), 20, "healthy requests")
+        check(all(env.get_order(i)["notify_status"] == "PENDING" for i in slow_ids),
+              "slow endpoint still pending")
+        check(slow.max_active <= 16, f"per-endpoint limit held ({slow.max_active} at once)")
+    finally:
+        env.close()
+        slow.close()
+        fast.close()
+
+
+def test_private_address_refused_unless_allowed():
+    env = Env("ssrf", SHORT, allow_private=False)
+    sink = Sink()
+    try:
+        env.start("paynotify-receiver")
+        env.start("paynotify-worker")
+        oid = pay(env, sink)
+        o = wait_for(lambda: (lambda g: g if g["notify_attempts"] >= 1 else None)(
+            env.get_order(oid)), 20, "a refused attempt")
+        check("blocked" in (o["notify_last_error"] or ""), f"error says why: {o}")
+        time.sleep(1)
+        eq(len(sink.received()), 0, "nothing reached the private address")
+        # the same through a hostname that resolves to loopback
+        o2 = env.create_order(f"http://localhost:{sink.port}/hook")
+        env.callback(stripe_event(o2["order_id"], 1250, "usd"))
+        wait_for(lambda: env.get_order(o2["order_id"])["notify_attempts"] >= 1, 20, "attempt")
+        eq(len(sink.received()), 0, "nothing reached loopback by name")
+    finally:
+        env.close()
+        sink.close()
+
+
+def test_broker_restart_with_messages_in_delay_queues():
+    env = Env("restart-delay", {"PAYNOTIFY_RETRY_DELAYS": "8s", "PAYNOTIFY_NOTIFY_TIMEOUT": "2s"})
+    sink = Sink(fail_first=5)
+    try:
+        env.start("paynotify-receiver")
+        env.start("paynotify-worker")
+        ids = [pay(env, sink) for _ in range(5)]
+        wait_for(lambda: len(sink.received()) >= 5, 20, "first attempts (all failing)")
+        wait_for(lambda: env.queues()["paynotify.notify.retry.1.8s"]["messages"] == 5, 10,
+                 "five messages waiting in the delay queue")
+        env.stack("stop-one", "rabbitmq")
+        env.stack("start-one", "rabbitmq")
+        wait_for(lambda: all(env.get_order(i)["notify_status"] == "DELIVERED" for i in ids), 90,
+                 "every webhook delivered after the broker restart", interval=1)
+        eq(len(sink.received()), 10, "one failure and one delivery each")
+    finally:
+        env.close()
+        sink.close()
+
+
+def test_worker_killed_between_retry_publish_and_ack():
+    env = Env("crash-retry", SHORT)
+    sink = Sink(fail_first=1)
+    try:
+        env.start("paynotify-receiver")
+        doomed = env.start("paynotify-worker", {"PAYNOTIFY_FAILPOINT": "after_retry_publish"})
+        oid = pay(env, sink)
+        doomed.wait(30)
+        eq(doomed.returncode, -9, "worker died at the failpoint")
+        env.procs.remove(doomed)
+        env.start("paynotify-worker")
+        wait_for(lambda: env.get_order(oid)["notify_status"] == "DELIVERED", 40, "delivery")
+        time.sleep(3)
+        n = len(sink.received())
+        check(2 <= n <= 3, f"at most one extra attempt, never zero: {n} requests")
+        eq(len({r["headers"]["webhook-id"] for r in sink.received()}), 1, "same webhook-id")
+    finally:
+        env.close()
+        sink.close()
+
+
+if __name__ == "__main__":
+    run([test_fails_twice_then_delivered, test_always_failing_goes_dead_with_one_alert,
+         test_slow_endpoint_does_not_delay_healthy_one, test_private_address_refused_unless_allowed,
+         test_broker_restart_with_messages_in_delay_queues,
+         test_worker_killed_between_retry_publish_and_ack])
