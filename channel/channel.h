@@ -53,6 +53,31 @@ struct channel_reply {
     const char *body;
 };
 
+/* Provider API calls (query, refund): blocking HTTPS through libcurl easy handles with
+ * timeouts, run on worker threads only, against the channel's configurable api_url. */
+enum channel_call_status {
+    CHANNEL_CALL_OK = 0,
+    CHANNEL_CALL_RETRY,    /* transport error, timeout, 5xx, rate limit: try again later */
+    CHANNEL_CALL_REJECTED, /* the provider refused for good (bad request, not refundable) */
+};
+
+struct refund_request {
+    const char *order_id;  /* our out_trade_no / metadata.order_id */
+    const char *txn_id;    /* provider transaction: payment_intent / trade_no / transaction_id */
+    const char *refund_id; /* our idempotency key: Idempotency-Key / out_request_no /
+                            * out_refund_no; the same key never refunds twice */
+    int64_t amount;        /* minor units to refund */
+    int64_t total;         /* the payment's total in minor units (WeChat Pay needs it) */
+    const char *currency;  /* upper-case ISO 4217 */
+    const char *reason;    /* short text for the provider; may be NULL */
+};
+
+struct refund_result {
+    char provider_refund_id[128];
+    char state[32];   /* the provider's refund state, e.g. "succeeded", "PROCESSING" */
+    char error[256];  /* why, when not CHANNEL_CALL_OK */
+};
+
 struct channel_ops {
     const char *type;
     /* Headers the envelope must carry so the worker can re-verify (NULL-terminated). */
@@ -69,6 +94,13 @@ struct channel_ops {
     /* Parses an authentic body into ev. -1 if malformed (PERMANENT). */
     int (*parse)(const void *conf, const char *body, size_t len, struct pay_event *ev,
                  struct errbuf *e);
+    /* Asks the provider for the order's payment state (NULL if the module has no query).
+     * On CHANNEL_CALL_OK, ev describes the payment as a notification would. */
+    enum channel_call_status (*query)(const void *conf, const char *order_id,
+                                      struct pay_event *ev, char *error, size_t error_len);
+    /* Requests a refund, idempotently under r->refund_id (NULL if unsupported). */
+    enum channel_call_status (*refund)(const void *conf, const struct refund_request *r,
+                                       struct refund_result *out);
     struct channel_reply accept;
     struct channel_reply reject;
 };
