@@ -20,10 +20,10 @@ int log_enabled(enum log_level lvl);
 void log_write(enum log_level lvl, const char *event, ...);
 
 /* The level is checked before any argument is evaluated. */
-#define LOG_AT(lvl, event, ...)                                                                    \
-    do {                                                                                           \
-        if (log_enabled(lvl))                                                                      \
-            log_write(lvl, event, ##__VA_ARGS__, (const char *)0);                                 \
+#define LOG_AT(lvl, event, ...)                                    \
+    do {                                                           \
+        if (log_enabled(lvl))                                      \
+            log_write(lvl, event, ##__VA_ARGS__, (const char *)0); \
     } while (0)
 #define LOG_DEBUG(event, ...) LOG_AT(LOG_LEVEL_DEBUG, event, ##__VA_ARGS__)
 #define LOG_INFO(event, ...) LOG_AT(LOG_LEVEL_INFO, event, ##__VA_ARGS__)

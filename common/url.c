@@ -147,8 +147,8 @@ int duration_parse_ms(const char *s, int64_t *out, struct errbuf *e)
     *out = v * mult;
     return 0;
 bad:
-    errbuf_set(e, ERRBUF_PERMANENT, "expected a positive duration like 250ms, 15s, 1m or 2h, got \"%.40s\"",
-               s);
+    errbuf_set(e, ERRBUF_PERMANENT,
+               "expected a positive duration like 250ms, 15s, 1m or 2h, got \"%.40s\"", s);
     return -1;
 }
 

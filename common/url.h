@@ -13,7 +13,7 @@ struct url {
     char user[128];
     char password[128];
     char host[256];
-    int port; /* 0 when absent */
+    int port;       /* 0 when absent */
     char path[256]; /* without the leading '/' */
 };
 

@@ -15,7 +15,7 @@ struct db_conn {
     MYSQL *my;
     struct url url;
     int timeout_s;
-    int broken;   /* the connection was lost; reconnect before the next statement */
+    int broken; /* the connection was lost; reconnect before the next statement */
     int in_tx;
 };
 
@@ -53,8 +53,9 @@ static void set_error(db_conn *c, struct errbuf *e, const char *what)
                no == CR_CONN_HOST_ERROR || no == 0;
     if (lost)
         c->broken = 1;
-    errbuf_set(e, (lost || no == ER_LOCK_DEADLOCK || no == ER_LOCK_WAIT_TIMEOUT) ? ERRBUF_TRANSIENT
-                                                                               : ERRBUF_PERMANENT,
+    errbuf_set(e,
+               (lost || no == ER_LOCK_DEADLOCK || no == ER_LOCK_WAIT_TIMEOUT) ? ERRBUF_TRANSIENT
+                                                                              : ERRBUF_PERMANENT,
                "mysql %s: %u %s", what, no, mysql_error(c->my));
 }
 

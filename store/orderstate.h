@@ -2,7 +2,7 @@
  * provider event does to an order. Pure. States and transitions are X-macro tables.
  *
  *   PENDING --SUCCEEDED, amount+currency match--> PAID --refund done--> REFUNDED
- *      |                                           
+ *      |
  *      +--close (expiry / business)--> CLOSED
  *
  * Everything else is recorded in the payment log and never moves an order backwards. */
@@ -24,12 +24,12 @@ enum order_status {
 #define ORDER_TRANSITIONS(X) X(PENDING, PAID) X(PENDING, CLOSED) X(PAID, REFUNDED)
 
 /* What applying one provider event to one order means. */
-#define ORDER_DECISIONS(X)                                                                         \
-    X(PAY, "applied")                     /* PENDING -> PAID, notify order.paid */                 \
-    X(RECORD, "recorded")                 /* logged only: failed/processing/other events */        \
-    X(ALREADY_PAID, "already_paid")       /* same transaction seen under another event id */       \
-    X(AMOUNT_MISMATCH, "amount_mismatch") /* never PAID; alert */                                  \
-    X(DUPLICATE_PAYMENT, "duplicate_payment") /* second, different transaction; refund+alert */    \
+#define ORDER_DECISIONS(X)                                                                       \
+    X(PAY, "applied")                         /* PENDING -> PAID, notify order.paid */           \
+    X(RECORD, "recorded")                     /* logged only: failed/processing/other events */  \
+    X(ALREADY_PAID, "already_paid")           /* same transaction seen under another event id */ \
+    X(AMOUNT_MISMATCH, "amount_mismatch")     /* never PAID; alert */                            \
+    X(DUPLICATE_PAYMENT, "duplicate_payment") /* second, different transaction; refund+alert */  \
     X(PAID_AFTER_CLOSE, "paid_after_close")   /* refund + alert, order stays CLOSED */
 
 enum order_decision {

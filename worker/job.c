@@ -30,7 +30,8 @@
 
 /* Longer than any provider's retry window (Stripe: 3 days). */
 #define JOB_SEEN_TTL_S (4 * 24 * 3600)
-#define JOB_LOCK_TTL_MS 30000
+/* The lock covers one apply (milliseconds); a crashed holder frees it after this. */
+#define JOB_LOCK_TTL_MS 10000
 
 static const char *const job_state_names[] = {
 #define X(s) #s,

@@ -35,6 +35,7 @@ struct notifier {
     atomic_int ready;
     pthread_t tid;
     unsigned seed; /* jitter; used by the notify thread only */
+    int64_t pause_until_ms; /* MySQL failed: take no new work until then (notify thread only) */
 };
 
 /* One webhook attempt in flight; travels through the engine as the request's user. */
@@ -116,6 +117,8 @@ static int start_attempt(struct notifier *nt, db_conn *db, webhook_engine *eng,
     rc = outbox_get(db, id, &a->n, e);
     if (rc == 0)
         rc = orders_get(db, a->n.order_id, o, e);
+    if (rc < 0)
+        nt->pause_until_ms = clock_mono_ms() + 1000;
     if (rc != 0) {
         if (rc == 1)
             LOG_ERROR("notify_row_missing", "message_id", m->message_id);
@@ -250,7 +253,10 @@ static void finish_attempt(struct notifier *nt, db_conn *db, mq_conn *cons, mq_c
                  "attempt", attempt_s, "url", a->n.notify_url, "http_status", status, "error",
                  r->error, "response", r->body_head);
     if (rc != 0) {
+        /* The message is requeued below; pausing keeps a database outage from turning
+         * into a burst of requests against the business endpoint. */
         LOG_WARN("notify_record_failed", "order_id", a->n.order_id, "error", e.msg);
+        nt->pause_until_ms = clock_mono_ms() + 1000;
     } else if (r->ok) {
         done = 1;
     } else if (cons != NULL) {
@@ -330,7 +336,7 @@ static void *thread_main(void *arg)
             sleep_ms(1000);
             continue;
         }
-        if (stopping) {
+        if (stopping || clock_mono_ms() < nt->pause_until_ms) {
             webhook_engine_wait(eng, 100);
             continue;
         }

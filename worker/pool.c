@@ -152,8 +152,17 @@ static void *thread_main(void *arg)
             metric_inc(p->stats->callbacks_parked);
         if (v == JOB_RETRY) {
             metric_inc(p->stats->callbacks_retried);
-            sleep_ms(50); /* let the lock holder finish before we see it again */
-            rc = mq_nack(cons, m.delivery_tag, 1, &e);
+            /* Delayed, not dropped: after a short pause a confirmed copy goes to the back of
+             * the queue and only then is this delivery acked, so a busy order or a database
+             * outage never counts against the queue's delivery limit (kept for crash loops).
+             * If the copy cannot be published, the broker requeues the original. */
+            sleep_ms(100);
+            if (pub != NULL && mq_publish_confirmed(pub, TOPOLOGY_CALLBACKS, m.body, m.len,
+                                                    m.message_id,
+                                                    (int)p->cfg->confirm_timeout_ms, &e) == 0)
+                rc = mq_ack(cons, m.delivery_tag, &e);
+            else
+                rc = mq_nack(cons, m.delivery_tag, 1, &e);
         } else {
             rc = mq_ack(cons, m.delivery_tag, &e);
         }

@@ -15,6 +15,7 @@
 #include "common/httpd.h"
 #include "common/log.h"
 #include "store/db.h"
+#include "worker/alert.h"
 #include "worker/notify.h"
 #include "worker/pool.h"
 #include "worker/stats.h"
@@ -27,6 +28,7 @@ struct app {
     pool *pool;
     notifier *notifier;
     sweeper *sweeper;
+    alerter *alerter;
     httpd *http;
     uv_signal_t sigterm, sigint;
 };
@@ -118,7 +120,8 @@ int main(void)
     a.pool = pool_start(cfg, chans, &a.stats, &a.stop);
     a.notifier = notifier_start(cfg, &a.stats, &a.stop);
     a.sweeper = sweeper_start(cfg, &a.stats, &a.stop);
-    if (a.pool == NULL || a.notifier == NULL || a.sweeper == NULL) {
+    a.alerter = alerter_start(cfg, a.stats.reg, NULL, &a.stop);
+    if (a.pool == NULL || a.notifier == NULL || a.sweeper == NULL || a.alerter == NULL) {
         LOG_ERROR("worker_thread_start_failed");
         atomic_store(&a.stop, 1);
         httpd_stop(a.http, NULL, NULL);
@@ -140,6 +143,7 @@ int main(void)
     pool_join(a.pool);
     notifier_join(a.notifier);
     sweeper_join(a.sweeper);
+    alerter_join(a.alerter);
 out:
     if (uv_loop_close(&loop) != 0) {
         LOG_ERROR("worker_loop_not_closed");

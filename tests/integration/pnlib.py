@@ -24,6 +24,8 @@ import time
 SOURCE = os.environ.get("PAYNOTIFY_SOURCE_DIR") or os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("PAYNOTIFY_BUILD_DIR") or os.path.join(SOURCE, "build")
+# Debian's interpreter: the fakes use Debian packages (python3-aiosmtpd, python3-cryptography).
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
 STACK_SH = os.environ.get("PAYNOTIFY_STACK_SH") or os.path.join(SOURCE, "scripts/lib/stack.sh")
 
 
@@ -152,7 +154,7 @@ class FakeProcess:
 
     def __init__(self, script, *args):
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, os.path.join(SOURCE, "tests/fakes", script),
+        self.proc = subprocess.Popen([PYTHON, os.path.join(SOURCE, "tests/fakes", script),
                                       str(self.port), *args], stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         check("ready" in line, f"{script} did not start: {line!r}")
@@ -262,8 +264,15 @@ class Env:
                 **({"alerts": alerts.config} if alerts else {}),
             }, f)
         self.port = free_port()
+        # A RabbitMQ vhost of its own: messages a test leaves behind (a crashed worker's,
+        # a rejected test's) can never reach another test's workers.
+        self.vhost = "t-" + secrets.token_hex(6)
+        self.stack("ctl", "add_vhost", self.vhost)
+        self.stack("ctl", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
         self.env = dict(os.environ)
-        self.env.update({"PAYNOTIFY_CONFIG": self.config,
+        amqp = need_env("PAYNOTIFY_AMQP_URL").rstrip("/")
+        self.env.update({"PAYNOTIFY_AMQP_URL": f"{amqp}/{self.vhost}",
+                         "PAYNOTIFY_CONFIG": self.config,
                          "PAYNOTIFY_LISTEN": f"127.0.0.1:{self.port}",
                          "PAYNOTIFY_SWEEP_INTERVAL": "1s",
                          "PAYNOTIFY_NOTIFY_TIMEOUT": "5s",
@@ -320,6 +329,10 @@ class Env:
                 self.stop(p)
             except Failure as e:
                 err = err or e
+        try:
+            self.stack("ctl", "delete_vhost", self.vhost)
+        except subprocess.CalledProcessError:
+            pass
         if err:
             raise err
 

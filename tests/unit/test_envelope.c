@@ -41,7 +41,8 @@ int main(void)
         "\"body_b64\":\"!!\"}",
         "{\"v\":1,\"callback_id\":\"c\",\"channel\":\"s\",\"received_at_ms\":\"1\",\"headers\":{},"
         "\"body_b64\":\"\"}",
-        "{\"v\":1,\"callback_id\":\"c\",\"channel\":\"s\",\"received_at_ms\":1,\"headers\":{\"a\":1},"
+        "{\"v\":1,\"callback_id\":\"c\",\"channel\":\"s\",\"received_at_ms\":1,\"headers\":{\"a\":"
+        "1},"
         "\"body_b64\":\"\"}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)

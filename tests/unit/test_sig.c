@@ -32,8 +32,8 @@ static void test_vector(void)
 
 static void test_b64(void)
 {
-    const char *cases[][2] = {{"", ""}, {"f", "Zg=="}, {"fo", "Zm8="}, {"foo", "Zm9v"},
-                              {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}};
+    const char *cases[][2] = {{"", ""},        {"f", "Zg=="},        {"fo", "Zm8="},
+                              {"foo", "Zm9v"}, {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}};
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char enc[32];
         unsigned char *dec;

@@ -46,8 +46,7 @@ static void test_signatures(void)
                      0);
     }
     /* several v1 entries (secret rotation): any match is enough; v0 ignored */
-    snprintf(two, sizeof(two), "t=%lld,v1=%064d,%s,v0=abc", (long long)t, 0,
-             strchr(hdr, ',') + 1);
+    snprintf(two, sizeof(two), "t=%lld,v1=%064d,%s,v0=abc", (long long)t, 0, strchr(hdr, ',') + 1);
     CHECK_INT_EQ(verify(two, body, t), 0);
     /* malformed headers */
     CHECK_INT_EQ(verify(NULL, body, t), -1);
@@ -108,7 +107,11 @@ static void test_parse(void)
                           "\"currency\":\"usd\"}}}";
         CHECK_INT_EQ(ops->parse(NULL, neg, strlen(neg), &ev, &e), -1);
     }
-    const char *bad[] = {"", "{", "[]", "{\"id\":\"evt\"}", "{\"id\":1,\"type\":\"x\"}",
+    const char *bad[] = {"",
+                         "{",
+                         "[]",
+                         "{\"id\":\"evt\"}",
+                         "{\"id\":1,\"type\":\"x\"}",
                          "{\"id\":\"e\",\"type\":\"payment_intent.succeeded\",\"data\":{}}",
                          "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{}}} trailing"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
