@@ -3,6 +3,7 @@
  * order is found in data.object.metadata.order_id. */
 #include "channel/stripe.h"
 
+#include <curl/curl.h>
 #include <json-c/json.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +270,128 @@ out:
     return rc;
 }
 
+/* ---- refund client: POST {api_url}/v1/refunds ---- */
+
+struct body_buf {
+    char data[8192];
+    size_t len;
+};
+
+static size_t collect(char *ptr, size_t size, size_t n, void *arg)
+{
+    struct body_buf *b = arg;
+    size_t take = size * n;
+
+    /* Keep what fits: Stripe's answers are small and only the head is needed. */
+    if (take > sizeof(b->data) - 1 - b->len)
+        take = sizeof(b->data) - 1 - b->len;
+    memcpy(b->data + b->len, ptr, take);
+    b->len += take;
+    b->data[b->len] = '\0';
+    return size * n;
+}
+
+static void json_copy(json_object *o, const char *key, char *dst, size_t cap)
+{
+    json_object *v;
+    if (o != NULL && json_object_object_get_ex(o, key, &v) &&
+        json_object_is_type(v, json_type_string))
+        snprintf(dst, cap, "%s", json_object_get_string(v));
+}
+
+static enum channel_call_status stripe_refund(const void *conf, const struct refund_request *r,
+                                              struct refund_result *out)
+{
+    const struct stripe_conf *c = conf;
+    CURL *h;
+    struct curl_slist *hdr = NULL;
+    struct body_buf resp = {.len = 0};
+    char url[512], *form = NULL, *txn = NULL, *oid = NULL, auth[512], idem[160];
+    long status = 0;
+    CURLcode cc;
+    enum channel_call_status rc = CHANNEL_CALL_RETRY;
+    json_object *j = NULL, *err;
+
+    memset(out, 0, sizeof(*out));
+    resp.data[0] = '\0';
+    if (c->api_key == NULL) {
+        snprintf(out->error, sizeof(out->error), "channel has no api_key: cannot refund");
+        return CHANNEL_CALL_REJECTED;
+    }
+    h = curl_easy_init();
+    if (h == NULL) {
+        snprintf(out->error, sizeof(out->error), "curl_easy_init failed");
+        return CHANNEL_CALL_RETRY;
+    }
+    txn = curl_easy_escape(h, r->txn_id, 0);
+    oid = curl_easy_escape(h, r->order_id, 0);
+    if (txn == NULL || oid == NULL ||
+        asprintf(&form, "payment_intent=%s&amount=%lld&reason=duplicate&metadata[order_id]=%s",
+                 txn, (long long)r->amount, oid) < 0) {
+        form = NULL;
+        snprintf(out->error, sizeof(out->error), "out of memory");
+        goto done;
+    }
+    snprintf(url, sizeof(url), "%s/v1/refunds", c->api_url);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->api_key);
+    /* Stripe keeps the answer to an Idempotency-Key for 24 h: a retry returns the same
+     * refund instead of making a second one. */
+    snprintf(idem, sizeof(idem), "Idempotency-Key: %s", r->refund_id);
+    hdr = curl_slist_append(hdr, auth);
+    hdr = curl_slist_append(hdr, idem);
+    hdr = curl_slist_append(hdr, "Content-Type: application/x-www-form-urlencoded");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, form);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 15000L);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
+    cc = curl_easy_perform(h);
+    if (cc != CURLE_OK) {
+        snprintf(out->error, sizeof(out->error), "stripe refund: %s", curl_easy_strerror(cc));
+        goto done;
+    }
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    j = json_tokener_parse(resp.data);
+    if (status >= 200 && status < 300) {
+        json_copy(j, "id", out->provider_refund_id, sizeof(out->provider_refund_id));
+        json_copy(j, "status", out->state, sizeof(out->state));
+        if (out->provider_refund_id[0] == '\0') {
+            snprintf(out->error, sizeof(out->error), "stripe refund: HTTP %ld without an id",
+                     status);
+            goto done;
+        }
+        /* "failed"/"canceled" refunds are final refusals; pending ones complete later. */
+        if (strcmp(out->state, "failed") == 0 || strcmp(out->state, "canceled") == 0) {
+            snprintf(out->error, sizeof(out->error), "stripe refund %s is %s",
+                     out->provider_refund_id, out->state);
+            rc = CHANNEL_CALL_REJECTED;
+        } else {
+            rc = CHANNEL_CALL_OK;
+        }
+        goto done;
+    }
+    if (j != NULL && json_object_object_get_ex(j, "error", &err))
+        json_copy(err, "message", out->error, sizeof(out->error));
+    if (out->error[0] == '\0')
+        snprintf(out->error, sizeof(out->error), "stripe refund: HTTP %ld", status);
+    /* 409 is an idempotency-key clash in flight; 429 and 5xx are worth another try. */
+    rc = (status == 409 || status == 429 || status >= 500) ? CHANNEL_CALL_RETRY
+                                                           : CHANNEL_CALL_REJECTED;
+done:
+    json_object_put(j);
+    curl_slist_free_all(hdr);
+    curl_free(txn);
+    curl_free(oid);
+    free(form);
+    curl_easy_cleanup(h);
+    return rc;
+}
+
 static const char *const stripe_headers[] = {"stripe-signature", NULL};
 
 const struct channel_ops stripe_channel_ops = {
@@ -278,6 +401,7 @@ const struct channel_ops stripe_channel_ops = {
     .config_free = stripe_config_free,
     .verify = stripe_verify,
     .parse = stripe_parse,
+    .refund = stripe_refund,
     .accept = {200, "application/json", "{\"received\":true}"},
     .reject = {400, "application/json",
                "{\"error\":{\"code\":\"bad_signature\",\"message\":\"rejected\"}}"},

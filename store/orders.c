@@ -9,6 +9,8 @@
 
 #include "common/clock.h"
 #include "common/crypto.h"
+#include "store/alerts.h"
+#include "store/refunds.h"
 
 #define ORDER_COLUMNS                                                                           \
     "id, business, business_order_id, amount, currency, channel, subject, notify_url,"          \
@@ -174,6 +176,164 @@ static const char *event_type_for(enum order_decision d)
     return d == ORDER_DECIDE_PAY ? "order.paid" : NULL;
 }
 
+/* Writes the outbox row of one order event (inside the caller's transaction) with the
+ * order as it is now. webhook_id (>= 65 bytes) and *id are filled. */
+static int outbox_insert(db_conn *db, const struct order *o, const char *event_type,
+                         const char *now, int64_t *id, char *webhook_id, struct errbuf *e)
+{
+    char *payload;
+    int64_t n;
+    db_rows *r;
+
+    if (crypto_random_id("msg_", 12, webhook_id) != 0) {
+        errbuf_set(e, ERRBUF_TRANSIENT, "random id generation failed");
+        return -1;
+    }
+    payload = orders_to_json(o);
+    n = db_execf(db, e,
+                 "INSERT INTO notifications (webhook_id, order_id, business, event_type,"
+                 " notify_url, payload, status, attempts, created_at, updated_at) VALUES"
+                 " (%s, %s, %s, %s, %s, %s, 'PENDING', 0, %s, %s)",
+                 webhook_id, o->id, o->business, event_type, o->notify_url, payload, now, now);
+    free(payload);
+    if (n < 0)
+        return -1;
+    r = db_queryf(db, e, "SELECT LAST_INSERT_ID()");
+    if (r == NULL)
+        return -1;
+    *id = db_rows_next(r) ? db_rows_int(r, 0) : 0;
+    db_rows_free(r);
+    return 0;
+}
+
+int orders_expired(db_conn *db, int max, char (*ids)[33], struct errbuf *e)
+{
+    char now[32];
+    db_rows *r;
+    int n = 0;
+
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    r = db_queryf(db, e,
+                  "SELECT id FROM orders WHERE status = 'PENDING' AND expire_at IS NOT NULL AND"
+                  " expire_at <= %s ORDER BY expire_at LIMIT %d",
+                  now, max);
+    if (r == NULL)
+        return -1;
+    while (n < max && db_rows_next(r))
+        copy(ids[n++], 33, db_rows_get(r, 0));
+    db_rows_free(r);
+    return n;
+}
+
+int orders_close_expired(db_conn *db, const char *id, int64_t *notification_id,
+                         char *webhook_id, struct errbuf *e)
+{
+    char now[32];
+    struct order o;
+    db_rows *r;
+    int rc = -1, closable;
+    int64_t n;
+
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    if (db_begin(db, e) != 0)
+        return -1;
+    /* The same row lock as a payment: a payment and the expiry never both win. */
+    r = db_queryf(db, e,
+                  "SELECT " ORDER_COLUMNS " FROM orders WHERE id = %s AND status = 'PENDING' AND"
+                  " expire_at <= %s FOR UPDATE",
+                  id, now);
+    if (r == NULL)
+        goto out;
+    closable = db_rows_next(r);
+    if (closable)
+        row_to_order(r, &o);
+    db_rows_free(r);
+    if (!closable) {
+        db_rollback(db);
+        return 1;
+    }
+    n = db_execf(db, e,
+                 "UPDATE orders SET status = 'CLOSED', notify_status = 'PENDING',"
+                 " version = version + 1, updated_at = %s WHERE id = %s AND version = %d AND"
+                 " status = 'PENDING'",
+                 now, o.id, o.version);
+    if (n != 1) {
+        if (n == 0)
+            errbuf_set(e, ERRBUF_TRANSIENT, "order %s changed under us (CAS lost)", o.id);
+        goto out;
+    }
+    if (orders_get(db, o.id, &o, e) != 0 ||
+        outbox_insert(db, &o, "order.closed", now, notification_id, webhook_id, e) != 0)
+        goto out;
+    rc = db_commit(db, e);
+out:
+    if (rc != 0)
+        db_rollback(db);
+    return rc;
+}
+
+/* Money in an inconsistent state: a refund where money must go back, and one alert per
+ * case, in the apply transaction, so that neither is lost nor doubled by a crash. */
+static int queue_anomaly(db_conn *db, const char *channel, const struct pay_event *ev,
+                         const struct order *o, struct apply_result *res, struct errbuf *e)
+{
+    char key[512], subject[512], body[8192];
+    const char *kind;
+
+    if (res->unknown_order) {
+        kind = "unknown_order";
+        snprintf(key, sizeof(key), "unknown_order:%.64s:%.128s", channel, ev->event_id);
+        snprintf(subject, sizeof(subject), "paynotify: payment for unknown order %.64s",
+                 ev->order_id);
+        snprintf(body, sizeof(body),
+                 "A correctly signed %.200s notification names an order that does not exist.\n\n"
+                 "order id:     %.200s\nchannel:      %.200s\nevent:        %.200s (%.200s)\n"
+                 "transaction:  %.200s\namount:       %lld %.200s\n",
+                 channel, ev->order_id, channel, ev->event_id, ev->event_type, ev->txn_id,
+                 (long long)ev->amount, ev->currency);
+    } else if (o == NULL) {
+        return 0;
+    } else if (res->decision == ORDER_DECIDE_AMOUNT_MISMATCH) {
+        kind = "amount_mismatch";
+        snprintf(key, sizeof(key), "amount_mismatch:%.64s:%.128s", channel, ev->event_id);
+        snprintf(subject, sizeof(subject), "paynotify: amount mismatch on order %.40s", o->id);
+        snprintf(body, sizeof(body),
+                 "A payment does not match its order; the order was NOT marked paid.\n\n"
+                 "order:        %.200s\nbusiness:     %.200s\nexpected:     %lld %.200s\n"
+                 "received:     %lld %.200s\nchannel:      %.200s\ntransaction:  %.200s\nevent:        %.200s\n",
+                 o->id, o->business, (long long)o->amount, o->currency, (long long)ev->amount,
+                 ev->currency, channel, ev->txn_id, ev->event_id);
+    } else if (res->decision == ORDER_DECIDE_DUPLICATE_PAYMENT ||
+               res->decision == ORDER_DECIDE_PAID_AFTER_CLOSE) {
+        int dup = res->decision == ORDER_DECIDE_DUPLICATE_PAYMENT;
+        int rc;
+        kind = dup ? "duplicate_payment" : "paid_after_close";
+        rc = refunds_create(db, o->id, channel, ev->txn_id, ev->amount, ev->currency, kind,
+                            res->refund_id, e);
+        if (rc < 0)
+            return -1;
+        if (rc == 1)
+            return 0; /* this payment was handled under another event id */
+        snprintf(key, sizeof(key), "%s:%.64s:%.128s", kind, channel, ev->txn_id);
+        snprintf(subject, sizeof(subject), "paynotify: %s on order %.40s, refund %.64s", kind, o->id,
+                 res->refund_id);
+        snprintf(body, sizeof(body),
+                 "%.200s\n\norder:            %.200s (%.200s)\nbusiness:         %.200s\n"
+                 "paid by:          %.200s\nnew transaction:  %.200s\namount:           %lld %.200s\n"
+                 "channel:          %.200s\nautomatic refund: %.200s (requested from the provider)\n",
+                 dup ? "The customer paid an order that was already paid."
+                     : "A payment arrived for an order that was already closed.",
+                 o->id, o->status, o->business, o->provider_txn_id[0] ? o->provider_txn_id : "-",
+                 ev->txn_id, (long long)ev->amount, ev->currency, channel, res->refund_id);
+    } else {
+        return 0;
+    }
+    return alerts_enqueue(db, kind, key, o ? o->business : NULL, ev->order_id, subject, body,
+                          e) < 0
+               ? -1
+               : 0;
+}
+
 int orders_apply_event(db_conn *db, const char *channel, const struct pay_event *ev,
                        const char *callback_id, const char *raw, struct apply_result *res,
                        struct errbuf *e)
@@ -241,9 +401,10 @@ int orders_apply_event(db_conn *db, const char *channel, const struct pay_event 
     }
     if (n < 0)
         goto out;
+    if (queue_anomaly(db, channel, ev, found ? &o : NULL, res, e) != 0)
+        goto out;
     etype = event_type_for(res->decision);
     if (res->decision == ORDER_DECIDE_PAY && found) {
-        char *payload;
         n = db_execf(db, e,
                      "UPDATE orders SET status = 'PAID', provider_txn_id = %s, paid_at = %s,"
                      " notify_status = 'PENDING', version = version + 1, updated_at = %s"
@@ -257,26 +418,8 @@ int orders_apply_event(db_conn *db, const char *channel, const struct pay_event 
         }
         if (orders_get(db, o.id, &o, e) != 0)
             goto out;
-        if (crypto_random_id("msg_", 12, res->webhook_id) != 0) {
-            errbuf_set(e, ERRBUF_TRANSIENT, "random id generation failed");
+        if (outbox_insert(db, &o, etype, now, &res->notification_id, res->webhook_id, e) != 0)
             goto out;
-        }
-        payload = orders_to_json(&o);
-        n = db_execf(db, e,
-                     "INSERT INTO notifications (webhook_id, order_id, business, event_type,"
-                     " notify_url, payload, status, attempts, created_at, updated_at) VALUES"
-                     " (%s, %s, %s, %s, %s, %s, 'PENDING', 0, %s, %s)",
-                     res->webhook_id, o.id, o.business, etype, o.notify_url, payload, now, now);
-        free(payload);
-        if (n < 0)
-            goto out;
-        r = db_queryf(db, e, "SELECT LAST_INSERT_ID()");
-        if (r == NULL)
-            goto out;
-        if (db_rows_next(r))
-            res->notification_id = db_rows_int(r, 0);
-        db_rows_free(r);
-        r = NULL;
     }
     rc = db_commit(db, e);
 out:

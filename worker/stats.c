@@ -56,6 +56,14 @@ void worker_stats_init(struct worker_stats *s)
     s->webhook_seconds = metrics_histogram(r, "paynotify_worker_webhook_seconds",
                                            "Latency of business webhook requests.", NULL,
                                            METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
+    s->refunds_succeeded = metrics_counter(r, "paynotify_worker_refunds_total",
+                                           "Automatic refunds by outcome.", "outcome=\"succeeded\"");
+    s->refunds_retried =
+        metrics_counter(r, "paynotify_worker_refunds_total", NULL, "outcome=\"retry\"");
+    s->refunds_rejected =
+        metrics_counter(r, "paynotify_worker_refunds_total", NULL, "outcome=\"rejected\"");
+    s->orders_closed = metrics_counter(r, "paynotify_worker_orders_closed_total",
+                                       "PENDING orders closed at their expire_at.", NULL);
     s->webhooks_in_flight = metrics_gauge(r, "paynotify_worker_webhooks_in_flight",
                                           "Webhook requests running now.", NULL);
 }

@@ -27,7 +27,11 @@ struct worker_stats {
     metric *webhooks_dead;
         /* retries exhausted: dead queue, FAILED, alert */ /* already DELIVERED: not sent again */
     metric *webhook_seconds;                               /* histogram: webhook latency */
-    metric *webhooks_in_flight;                            /* gauge */
+    metric *webhooks_in_flight; /* gauge */
+    metric *refunds_succeeded;
+    metric *refunds_retried;
+    metric *refunds_rejected;
+    metric *orders_closed; /* expired PENDING orders closed by the sweeper */
 };
 
 /* Registers every series in a new registry; free with worker_stats_free(). */

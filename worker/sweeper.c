@@ -58,6 +58,46 @@ static void sweep_once(struct sweeper *s, db_conn *db, mq_conn **pub)
     }
 }
 
+/* Closes PENDING orders whose expire_at passed (the seeds' timed cancel) and publishes
+ * their order.closed notification; a publish that fails is left to the outbox sweep. */
+static void close_expired(struct sweeper *s, db_conn *db, mq_conn **pub)
+{
+    char ids[SWEEP_BATCH][33];
+    struct errbuf e = {0};
+    int n = orders_expired(db, SWEEP_BATCH, ids, &e);
+
+    if (n < 0) {
+        LOG_WARN("close_expired_failed", "error", e.msg);
+        return;
+    }
+    for (int i = 0; i < n && !atomic_load(s->stop); i++) {
+        int64_t nid = 0;
+        char webhook_id[65], body[64];
+        int rc = orders_close_expired(db, ids[i], &nid, webhook_id, &e);
+
+        if (rc < 0) {
+            LOG_WARN("close_expired_failed", "order_id", ids[i], "error", e.msg);
+            continue;
+        }
+        if (rc == 1)
+            continue;
+        metric_inc(s->stats->orders_closed);
+        LOG_INFO("order_closed", "order_id", ids[i], "reason", "expired", "webhook_id",
+                 webhook_id);
+        if (*pub == NULL && (*pub = mq_open(s->cfg->amqp_url, 5000, &e)) == NULL)
+            continue;
+        outbox_message(nid, body, sizeof(body));
+        if (mq_publish_confirmed(*pub, TOPOLOGY_NOTIFY, body, strlen(body), webhook_id,
+                                 (int)s->cfg->confirm_timeout_ms, &e) == 0) {
+            if (outbox_mark_published(db, nid, &e) != 0)
+                LOG_WARN("outbox_mark_failed", "order_id", ids[i], "error", e.msg);
+        } else if (mq_failed(*pub)) {
+            mq_close(*pub);
+            *pub = NULL;
+        }
+    }
+}
+
 static void *thread_main(void *arg)
 {
     struct sweeper *s = arg;
@@ -77,6 +117,7 @@ static void *thread_main(void *arg)
             LOG_WARN("sweep_failed", "error", e.msg);
             continue;
         }
+        close_expired(s, db, &pub);
         sweep_once(s, db, &pub);
     }
     mq_close(pub);

@@ -18,6 +18,7 @@
 #include "worker/alert.h"
 #include "worker/notify.h"
 #include "worker/pool.h"
+#include "worker/refunder.h"
 #include "worker/stats.h"
 #include "worker/sweeper.h"
 
@@ -29,6 +30,7 @@ struct app {
     notifier *notifier;
     sweeper *sweeper;
     alerter *alerter;
+    refunder *refunder;
     httpd *http;
     uv_signal_t sigterm, sigint;
 };
@@ -121,7 +123,9 @@ int main(void)
     a.notifier = notifier_start(cfg, &a.stats, &a.stop);
     a.sweeper = sweeper_start(cfg, &a.stats, &a.stop);
     a.alerter = alerter_start(cfg, a.stats.reg, NULL, &a.stop);
-    if (a.pool == NULL || a.notifier == NULL || a.sweeper == NULL || a.alerter == NULL) {
+    a.refunder = refunder_start(cfg, chans, &a.stats, &a.stop);
+    if (a.pool == NULL || a.notifier == NULL || a.sweeper == NULL || a.alerter == NULL ||
+        a.refunder == NULL) {
         LOG_ERROR("worker_thread_start_failed");
         atomic_store(&a.stop, 1);
         httpd_stop(a.http, NULL, NULL);
@@ -144,6 +148,7 @@ int main(void)
     notifier_join(a.notifier);
     sweeper_join(a.sweeper);
     alerter_join(a.alerter);
+    refunder_join(a.refunder);
 out:
     if (uv_loop_close(&loop) != 0) {
         LOG_ERROR("worker_loop_not_closed");

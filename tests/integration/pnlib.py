@@ -165,6 +165,37 @@ class FakeProcess:
             self.proc.wait(10)
 
 
+class StripeSim:
+    """tests/fakes/stripe_sim.py: Stripe's refund API on a free port."""
+
+    def __init__(self, workdir):
+        self.dir = os.path.join(workdir, "stripe-sim")
+        self.key = "sk_test_" + secrets.token_hex(12)
+        self.fake = FakeProcess("stripe_sim.py", self.dir, self.key)
+        self.url = f"http://127.0.0.1:{self.fake.port}"
+        self.channel = {"api_key": self.key, "api_url": self.url}
+
+    def _lines(self, name):
+        path = os.path.join(self.dir, name)
+        if not os.path.exists(path):
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def requests(self):
+        return self._lines("requests.jsonl")
+
+    def refunds(self):
+        return self._lines("refunds.jsonl")
+
+    def fail_next(self, n, status=503):
+        request(self.fake.port, "POST", "/_control", json.dumps({"fail_next": n,
+                                                                  "status": status}))
+
+    def close(self):
+        self.fake.close()
+
+
 class Alerts:
     """The SMS sink (HTTP) and the SMTP sink (aiosmtpd) that receive on-call alerts."""
 
@@ -237,10 +268,13 @@ def stripe_sign(secret, body, t=None):
 class Env:
     """One test's configuration, processes and helpers."""
 
-    def __init__(self, name, extra_env=None, alerts=None, allow_private=True):
+    def __init__(self, name, extra_env=None, alerts=None, allow_private=True, stripe_api=None):
         self.dir = tempfile.mkdtemp(prefix=f"{name}-", dir=os.environ.get("PAYNOTIFY_TEST_DIR"))
         self.stack_dir = need_env("STACK_DIR")
         self.mysql_port = need_env("STACK_MYSQL_PORT")
+        # A business name of its own: alert deduplication and storm summaries are per
+        # business, and tests share one database.
+        self.business = f"shop-{secrets.token_hex(4)}"
         self.api_key = "it_" + secrets.token_hex(16)
         self.other_key = "it_" + secrets.token_hex(16)
         self.webhook_secret = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
@@ -250,10 +284,12 @@ class Env:
         self.config = os.path.join(self.dir, "config.json")
         with open(self.config, "w") as f:
             json.dump({
-                "channels": {"stripe": {"type": "stripe",
-                                        "webhook_secret_file": "stripe_whsec.txt"}},
+                "channels": {"stripe": dict({"type": "stripe",
+                                             "webhook_secret_file": "stripe_whsec.txt"},
+                                            **(stripe_api or {}))},
                 "businesses": {
-                    "shop": {"api_keys": [self.api_key], "webhook_secret": self.webhook_secret,
+                    self.business: {"api_keys": [self.api_key],
+                                    "webhook_secret": self.webhook_secret,
                              "notify_url_prefixes": ["http://127.0.0.1:", "http://localhost:"],
                              "allow_private_network": allow_private},
                     "member": {"api_keys": [self.other_key],

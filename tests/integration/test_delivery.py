@@ -72,7 +72,7 @@ def test_always_failing_goes_dead_with_one_alert():
         eq(len([m for m in alerts.sms_messages() if oid in m["text"]]), 1, "one SMS")
         eq(len([m for m in alerts.mails() if oid in m]), 1, "one email")
         eq(sms[0]["to"], "+8613800000000", "SMS recipient")
-        for needle in (oid, "shop", sink.url, "4", "HTTP 503"):
+        for needle in (oid, env.business, sink.url, "4", "HTTP 503"):
             check(needle in mails[0], f"email names {needle!r}")
     finally:
         env.close()
