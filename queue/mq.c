@@ -325,7 +325,7 @@ int mq_declare_topology(mq_conn *c, const char *queue_type, const int64_t *retry
 {
     static const char *const plain[] = {TOPOLOGY_CALLBACKS, TOPOLOGY_CALLBACKS_PARKED,
                                         TOPOLOGY_NOTIFY, TOPOLOGY_NOTIFY_DEAD};
-    amqp_table_entry_t entries[6];
+    amqp_table_entry_t entries[8];
     amqp_table_t args;
     char name[TOPOLOGY_NAME_MAX];
     int quorum;
@@ -358,9 +358,26 @@ int mq_declare_topology(mq_conn *c, const char *queue_type, const int64_t *retry
     args.num_entries = 0;
     if (quorum)
         set_str(&entries[args.num_entries++], "x-queue-type", "quorum");
-    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++)
-        if (declare_queue(c, plain[i], args, e) != 0)
+    for (size_t i = 0; i < sizeof(plain) / sizeof(plain[0]); i++) {
+        amqp_table_entry_t *t = &entries[args.num_entries];
+        const char *poison = strcmp(plain[i], TOPOLOGY_CALLBACKS) == 0 ? TOPOLOGY_CALLBACKS_PARKED
+                             : strcmp(plain[i], TOPOLOGY_NOTIFY) == 0  ? TOPOLOGY_NOTIFY_DEAD
+                                                                       : NULL;
+        if (quorum && poison != NULL) {
+            /* A crash loop ends in the parking / dead queue instead of going on forever. */
+            t->key = amqp_cstring_bytes("x-delivery-limit");
+            t->value.kind = AMQP_FIELD_KIND_I64;
+            t->value.value.i64 = TOPOLOGY_DELIVERY_LIMIT;
+            t++;
+            set_str(t++, "x-dead-letter-exchange", TOPOLOGY_EXCHANGE);
+            set_str(t++, "x-dead-letter-routing-key", poison);
+            set_str(t++, "x-dead-letter-strategy", "at-least-once");
+            set_str(t++, "x-overflow", "reject-publish");
+        }
+        amqp_table_t qargs = {(int)(t - entries), entries};
+        if (declare_queue(c, plain[i], qargs, e) != 0)
             return -1;
+    }
 
     for (size_t k = 0; k < n; k++) {
         int base = args.num_entries; /* keeps x-queue-type */

@@ -38,6 +38,12 @@ int topology_retry_queue_name(int k, int64_t delay_ms, char *buf, size_t len);
 /* The x-message-ttl of delay queue k: its delay plus 20 % headroom. Each message carries
  * its own, shorter expiration (the jittered delay, or a longer Retry-After), and the
  * shorter of the two wins; the queue TTL is the upper bound. */
+/* Quorum queues only: a message redelivered this often (a worker crashing on it, again and
+ * again) is dead-lettered: callbacks to paynotify.callbacks.parked, notifications to
+ * paynotify.notify.dead. Workers republish instead of requeueing for ordinary retries, so
+ * only crash loops count. */
+#define TOPOLOGY_DELIVERY_LIMIT 20
+
 #define TOPOLOGY_RETRY_TTL(delay_ms) ((delay_ms) + (delay_ms) / 5)
 
 /* Compact form of a delay: the largest unit that divides it exactly, "2h", "1m", "90s",

@@ -574,6 +574,49 @@ int outbox_unpublished(db_conn *db, int64_t older_than_ms, int64_t *ids, int max
     return n;
 }
 
+int outbox_stuck(db_conn *db, int64_t older_than_ms, int64_t *ids, int max, struct errbuf *e)
+{
+    char cutoff[32], now[32];
+    db_rows *r;
+    int n = 0;
+
+    clock_format_sql(clock_now_ms() - older_than_ms, cutoff, sizeof(cutoff));
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    r = db_queryf(db, e,
+                  "SELECT id FROM notifications WHERE status = 'PENDING' AND published_at IS NOT"
+                  " NULL AND published_at < %s AND COALESCE(last_attempt_at, published_at) < %s"
+                  " ORDER BY id LIMIT %d",
+                  cutoff, cutoff, max);
+    if (r == NULL)
+        return -1;
+    while (n < max && db_rows_next(r))
+        ids[n++] = db_rows_int(r, 0);
+    db_rows_free(r);
+    /* Republished now: the clock restarts, so a row is not republished on every sweep. */
+    for (int i = 0; i < n; i++)
+        if (db_execf(db, e, "UPDATE notifications SET published_at = %s WHERE id = %lld", now,
+                     (long long)ids[i]) < 0)
+            return -1;
+    return n;
+}
+
+int outbox_sweep_lock(db_conn *db, struct errbuf *e)
+{
+    db_rows *r = db_queryf(db, e, "SELECT GET_LOCK('paynotify_sweeper', 0)");
+    int got;
+
+    if (r == NULL)
+        return -1;
+    got = db_rows_next(r) && db_rows_int(r, 0) == 1;
+    db_rows_free(r);
+    return got ? 0 : 1;
+}
+
+void outbox_sweep_unlock(db_conn *db)
+{
+    db_rows_free(db_queryf(db, NULL, "SELECT RELEASE_LOCK('paynotify_sweeper')"));
+}
+
 void outbox_message(int64_t id, char *buf, size_t len)
 {
     snprintf(buf, len, "{\"notification_id\":%lld}", (long long)id);

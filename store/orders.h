@@ -126,6 +126,13 @@ int outbox_first_attempt_at(db_conn *db, int64_t id, char *out, size_t len, stru
 /* Ids of PENDING rows committed more than older_than_ms ago and never published.
  * Fills ids (up to max); returns the count or -1. */
 int outbox_unpublished(db_conn *db, int64_t older_than_ms, int64_t *ids, int max, struct errbuf *e);
+/* Ids of PENDING rows published more than older_than_ms ago with no attempt since: their
+ * message was lost somewhere (e.g. a classic queue's at-most-once dead-lettering). Marks
+ * them published now. Returns the count or -1. */
+int outbox_stuck(db_conn *db, int64_t older_than_ms, int64_t *ids, int max, struct errbuf *e);
+/* The sweeper's named lock, so that one worker sweeps at a time: 0 taken, 1 busy, -1. */
+int outbox_sweep_lock(db_conn *db, struct errbuf *e);
+void outbox_sweep_unlock(db_conn *db);
 /* The notify message body for a notification id ({"notification_id":N}); buf >= 64. */
 void outbox_message(int64_t id, char *buf, size_t len);
 /* Parses that message; -1 if malformed. */

@@ -14,6 +14,7 @@
 
 #include "common/cfg.h"
 #include "common/clock.h"
+#include "common/crypto.h"
 #include "common/failpoint.h"
 #include "common/log.h"
 #include "common/sig.h"
@@ -106,7 +107,7 @@ static int start_attempt(struct notifier *nt, db_conn *db, webhook_engine *eng,
 
     if (outbox_message_parse(m->body, m->len, &id) != 0) {
         LOG_ERROR("notify_message_malformed", "message_id", m->message_id);
-        return 1;
+        return 2;
     }
     a = calloc(1, sizeof(*a));
     o = malloc(sizeof(*o));
@@ -367,6 +368,24 @@ static void *thread_main(void *arg)
             continue;
         }
         rc = start_attempt(nt, db, eng, &m, gen, &e);
+        if (rc == 2) {
+            /* Poison: kept in the dead queue with the reason, out of the line. */
+            json_object *o = json_object_new_object();
+            char *b64 = malloc(crypto_b64_len(m.len) + 1);
+            if (b64 == NULL)
+                abort();
+            crypto_b64_encode(m.body, m.len, b64);
+            json_object_object_add(o, "reason",
+                                   json_object_new_string("malformed notify message"));
+            json_object_object_add(o, "message_b64", json_object_new_string(b64));
+            rc = publish(nt, &pub, TOPOLOGY_NOTIFY_DEAD,
+                         json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+                         m.message_id, 0, &e) == 0
+                     ? 1
+                     : -1;
+            json_object_put(o);
+            free(b64);
+        }
         if (rc == 1)
             rc = mq_ack(cons, m.delivery_tag, &e);
         else if (rc < 0)

@@ -13,6 +13,7 @@
 #include "common/log.h"
 #include "queue/mq.h"
 #include "queue/topology.h"
+#include "store/alerts.h"
 #include "store/db.h"
 #include "store/orders.h"
 #include "worker/stats.h"
@@ -24,18 +25,15 @@ struct sweeper {
     struct worker_stats *stats;
     atomic_int *stop;
     pthread_t tid;
+    uint32_t parked_seen; /* messages in the parking queue at the last look */
 };
 
-static void sweep_once(struct sweeper *s, db_conn *db, mq_conn **pub)
+/* Publishes the notify messages of outbox rows ids[0..n) (confirmed) and marks them. */
+static void republish(struct sweeper *s, db_conn *db, mq_conn **pub, const int64_t *ids, int n,
+                      const char *why)
 {
-    int64_t ids[SWEEP_BATCH];
     struct errbuf e = {0};
-    int n = outbox_unpublished(db, s->cfg->sweep_interval_ms, ids, SWEEP_BATCH, &e);
 
-    if (n < 0) {
-        LOG_WARN("sweep_failed", "error", e.msg);
-        return;
-    }
     for (int i = 0; i < n && !atomic_load(s->stop); i++) {
         char body[64], id[24];
         if (*pub == NULL && (*pub = mq_open(s->cfg->amqp_url, 5000, &e)) == NULL) {
@@ -52,10 +50,71 @@ static void sweep_once(struct sweeper *s, db_conn *db, mq_conn **pub)
             return;
         }
         metric_inc(s->stats->swept);
-        LOG_INFO("sweep_published", "notification_id", id);
+        LOG_INFO("sweep_published", "notification_id", id, "why", why);
         if (outbox_mark_published(db, ids[i], &e) != 0)
             LOG_WARN("outbox_mark_failed", "notification_id", id, "error", e.msg);
     }
+}
+
+/* Longest time a live notification can go without an attempt: the longest delay queue's
+ * TTL, one attempt, and a margin. */
+static int64_t stuck_after_ms(const struct cfg *cfg)
+{
+    int64_t longest = 0;
+    for (size_t i = 0; i < cfg->n_retry_delays; i++)
+        if (cfg->retry_delays_ms[i] > longest)
+            longest = cfg->retry_delays_ms[i];
+    return TOPOLOGY_RETRY_TTL(longest) + cfg->notify_timeout_ms + 300000;
+}
+
+static void sweep_once(struct sweeper *s, db_conn *db, mq_conn **pub)
+{
+    int64_t ids[SWEEP_BATCH];
+    struct errbuf e = {0};
+    int n = outbox_unpublished(db, s->cfg->sweep_interval_ms, ids, SWEEP_BATCH, &e);
+
+    if (n < 0) {
+        LOG_WARN("sweep_failed", "error", e.msg);
+        return;
+    }
+    republish(s, db, pub, ids, n, "never_published");
+    n = outbox_stuck(db, stuck_after_ms(s->cfg), ids, SWEEP_BATCH, &e);
+    if (n < 0) {
+        LOG_WARN("sweep_failed", "error", e.msg);
+        return;
+    }
+    republish(s, db, pub, ids, n, "stuck");
+}
+
+/* Poison messages land in paynotify.callbacks.parked (worker or broker delivery limit);
+ * growth there means a callback nobody can process: on-call hears of it. */
+static void watch_parked(struct sweeper *s, db_conn *db, mq_conn **pub)
+{
+    struct errbuf e = {0};
+    uint32_t msgs = 0, consumers = 0;
+    char key[64], subject[160], body[512];
+
+    if (*pub == NULL && (*pub = mq_open(s->cfg->amqp_url, 5000, &e)) == NULL)
+        return;
+    if (mq_queue_counts(*pub, TOPOLOGY_CALLBACKS_PARKED, &msgs, &consumers, &e) != 0) {
+        mq_close(*pub);
+        *pub = NULL;
+        return;
+    }
+    if (msgs <= s->parked_seen) {
+        s->parked_seen = msgs;
+        return;
+    }
+    s->parked_seen = msgs;
+    snprintf(key, sizeof(key), "callback_parked:%u:%lld", msgs, (long long)(clock_now_ms() / 60000));
+    snprintf(subject, sizeof(subject), "paynotify: %u callback(s) parked", msgs);
+    snprintf(body, sizeof(body),
+             "%u provider callback(s) could not be processed and were parked in %s (each with "
+             "its reason; the worker logs callback_parked). They were acknowledged to the "
+             "provider: inspect them, fix the cause and republish them to %s.\n",
+             msgs, TOPOLOGY_CALLBACKS_PARKED, TOPOLOGY_CALLBACKS);
+    if (alerts_enqueue(db, "callback_parked", key, NULL, NULL, subject, body, &e) < 0)
+        LOG_WARN("parked_alert_failed", "error", e.msg);
 }
 
 /* Closes PENDING orders whose expire_at passed (the seeds' timed cancel) and publishes
@@ -105,6 +164,7 @@ static void *thread_main(void *arg)
     mq_conn *pub = NULL;
     struct errbuf e = {0};
     int64_t next = clock_mono_ms() + s->cfg->sweep_interval_ms;
+    int rc;
 
     db_thread_init();
     while (!atomic_load(s->stop)) {
@@ -117,8 +177,17 @@ static void *thread_main(void *arg)
             LOG_WARN("sweep_failed", "error", e.msg);
             continue;
         }
+        /* One sweeper at a time across all workers keeps the work small. */
+        rc = outbox_sweep_lock(db, &e);
+        if (rc != 0) {
+            if (rc < 0)
+                LOG_WARN("sweep_failed", "error", e.msg);
+            continue;
+        }
         close_expired(s, db, &pub);
         sweep_once(s, db, &pub);
+        watch_parked(s, db, &pub);
+        outbox_sweep_unlock(db);
     }
     mq_close(pub);
     db_close(db);

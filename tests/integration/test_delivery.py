@@ -2,6 +2,8 @@
 (issue 4): delayed retries through RabbitMQ delay queues, the dead queue, SMS and email
 alerts, the attempt history, isolation of a slow endpoint, outbound address safety, and
 nothing lost across a broker restart or a worker killed mid-move."""
+import json
+import subprocess
 import time
 
 from pnlib import Alerts, Env, Sink, check, eq, run, stripe_event, wait_for
@@ -167,8 +169,39 @@ def test_worker_killed_between_retry_publish_and_ack():
         sink.close()
 
 
+def test_poison_callback_parked_with_alert():
+    env0 = Env("poison-alerts-tmp")
+    alerts = Alerts(env0.dir)
+    env = Env("poison", alerts=alerts)
+    sink = Sink()
+    try:
+        env.start("paynotify-receiver")
+        env.start("paynotify-worker")
+        # A message no worker can ever process, published straight to the broker.
+        subprocess.run(["amqp-publish", "--url", env.env["PAYNOTIFY_AMQP_URL"], "-e",
+                        "paynotify", "-r", "paynotify.callbacks", "-p", "-b",
+                        "this is not an envelope"], check=True)
+        wait_for(lambda: env.queues()["paynotify.callbacks.parked"]["messages"] == 1, 20,
+                 "the poison message parked")
+        # the line is not blocked
+        oid = pay(env, sink)
+        wait_for(lambda: env.get_order(oid)["notify_status"] == "DELIVERED", 20, "delivery")
+        wait_for(lambda: [m for m in alerts.mails() if "parked" in m], 30, "an alert")
+        parked = subprocess.run(["amqp-get", "--url", env.env["PAYNOTIFY_AMQP_URL"], "-q",
+                                 "paynotify.callbacks.parked"], check=True, capture_output=True,
+                                text=True).stdout
+        check("envelope: not a JSON object" in json.loads(parked)["reason"],
+              f"the parked message carries its reason: {parked}")
+        eq(env.queues()["paynotify.callbacks"]["messages"], 0, "nothing left looping")
+    finally:
+        env.close()
+        sink.close()
+        alerts.close()
+
+
 if __name__ == "__main__":
     run([test_fails_twice_then_delivered, test_always_failing_goes_dead_with_one_alert,
          test_slow_endpoint_does_not_delay_healthy_one, test_private_address_refused_unless_allowed,
          test_broker_restart_with_messages_in_delay_queues,
-         test_worker_killed_between_retry_publish_and_ack])
+         test_worker_killed_between_retry_publish_and_ack,
+         test_poison_callback_parked_with_alert])
