@@ -213,6 +213,7 @@ static int stripe_parse(const void *conf, const char *body, size_t len, struct p
     memset(ev, 0, sizeof(*ev));
     ev->amount = -1;
     ev->kind = PAY_EVENT_OTHER;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     root = json_tokener_parse_ex(tok, body, (int)len);
     if (root == NULL || json_tokener_get_error(tok) != json_tokener_success ||
         tok->char_offset != (int)len) {

@@ -137,11 +137,14 @@ static int validate(struct receiver_app *a, struct order_work *w, const char *bo
                     char *msg, size_t mlen)
 {
     json_tokener *tok = json_tokener_new();
-    json_object *o = json_tokener_parse_ex(tok, body, (int)len), *v;
+    json_object *o, *v;
     const char *cur = NULL, *expire = NULL;
     char norm[4];
     int rc = 422;
 
+    /* Strict JSON, valid UTF-8 only: what we store and send on must be clean. */
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    o = json_tokener_parse_ex(tok, body, (int)len);
     if (o == NULL || json_tokener_get_error(tok) != json_tokener_success ||
         tok->char_offset != (int)len || !json_object_is_type(o, json_type_object)) {
         snprintf(msg, mlen, "body must be one JSON object");

@@ -37,6 +37,12 @@ def test_order_api():
         st, _, body = request(env.port, "POST", "/v1/orders", "{not json", env.auth())
         eq(st, 400, "malformed JSON")
         eq(json.loads(body)["error"]["code"], "bad_request", "error body")
+        # invalid UTF-8, a NUL inside a string, a non-strict document: 400
+        for bad in (b'{"business_order_id":"\xff\xfe","amount":1,"currency":"USD"}',
+                    b'{"business_order_id":"a\x00b","amount":1,"currency":"USD"}',
+                    b"{'business_order_id':'x'}"):
+            st, _, _ = request(env.port, "POST", "/v1/orders", bad, env.auth())
+            eq(st, 400, f"malformed body {bad!r}")
         # no key, wrong key: 401
         st, _, _ = request(env.port, "POST", "/v1/orders", "{}", {})
         eq(st, 401, "missing API key")

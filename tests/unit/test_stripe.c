@@ -113,7 +113,10 @@ static void test_parse(void)
                          "{\"id\":\"evt\"}",
                          "{\"id\":1,\"type\":\"x\"}",
                          "{\"id\":\"e\",\"type\":\"payment_intent.succeeded\",\"data\":{}}",
-                         "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{}}} trailing"};
+                         "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{}}} trailing",
+                         /* invalid UTF-8 and non-strict JSON */
+                         "{\"id\":\"e\xff\",\"type\":\"x\",\"data\":{\"object\":{}}}",
+                         "{'id':'e','type':'x','data':{'object':{}}}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         CHECK_INT_EQ(ops->parse(NULL, bad[i], strlen(bad[i]), &ev, &e), -1);
 }
