@@ -5,11 +5,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "channel/alipay.h"
 #include "channel/stripe.h"
+#include "channel/wechatpay.h"
 #include "common/cfg.h"
 
 static const struct channel_ops *const channel_table[] = {
+    &alipay_channel_ops,
     &stripe_channel_ops,
+    &wechatpay_channel_ops,
 };
 
 const struct channel_ops *channel_ops_for(const char *type)

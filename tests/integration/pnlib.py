@@ -268,7 +268,8 @@ def stripe_sign(secret, body, t=None):
 class Env:
     """One test's configuration, processes and helpers."""
 
-    def __init__(self, name, extra_env=None, alerts=None, allow_private=True, stripe_api=None):
+    def __init__(self, name, extra_env=None, alerts=None, allow_private=True, stripe_api=None,
+                 extra_channels=None):
         self.dir = tempfile.mkdtemp(prefix=f"{name}-", dir=os.environ.get("PAYNOTIFY_TEST_DIR"))
         self.stack_dir = need_env("STACK_DIR")
         self.mysql_port = need_env("STACK_MYSQL_PORT")
@@ -286,7 +287,8 @@ class Env:
             json.dump({
                 "channels": {"stripe": dict({"type": "stripe",
                                              "webhook_secret_file": "stripe_whsec.txt"},
-                                            **(stripe_api or {}))},
+                                            **(stripe_api or {})),
+                             **(extra_channels or {})},
                 "businesses": {
                     self.business: {"api_keys": [self.api_key],
                                     "webhook_secret": self.webhook_secret,
@@ -378,9 +380,9 @@ class Env:
                 "Content-Type": "application/json"}
 
     def create_order(self, notify_url, amount=1250, currency="USD", boid=None, key=None,
-                     expect=201, **extra):
+                     expect=201, channel="stripe", **extra):
         body = {"business_order_id": boid or "bo_" + secrets.token_hex(6), "amount": amount,
-                "currency": currency, "channel": "stripe", "subject": "integration test",
+                "currency": currency, "channel": channel, "subject": "integration test",
                 "notify_url": notify_url}
         body.update(extra)
         st, _, data = request(self.port, "POST", "/v1/orders", json.dumps(body), self.auth(key))
