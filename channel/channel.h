@@ -74,8 +74,8 @@ struct refund_request {
 
 struct refund_result {
     char provider_refund_id[128];
-    char state[32];   /* the provider's refund state, e.g. "succeeded", "PROCESSING" */
-    char error[256];  /* why, when not CHANNEL_CALL_OK */
+    char state[32];  /* the provider's refund state, e.g. "succeeded", "PROCESSING" */
+    char error[256]; /* why, when not CHANNEL_CALL_OK */
 };
 
 struct channel_ops {
@@ -96,8 +96,8 @@ struct channel_ops {
                  struct errbuf *e);
     /* Asks the provider for the order's payment state (NULL if the module has no query).
      * On CHANNEL_CALL_OK, ev describes the payment as a notification would. */
-    enum channel_call_status (*query)(const void *conf, const char *order_id,
-                                      struct pay_event *ev, char *error, size_t error_len);
+    enum channel_call_status (*query)(const void *conf, const char *order_id, struct pay_event *ev,
+                                      char *error, size_t error_len);
     /* Requests a refund, idempotently under r->refund_id (NULL if unsupported). */
     enum channel_call_status (*refund)(const void *conf, const struct refund_request *r,
                                        struct refund_result *out);

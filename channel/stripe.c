@@ -327,8 +327,8 @@ static enum channel_call_status stripe_refund(const void *conf, const struct ref
     txn = curl_easy_escape(h, r->txn_id, 0);
     oid = curl_easy_escape(h, r->order_id, 0);
     if (txn == NULL || oid == NULL ||
-        asprintf(&form, "payment_intent=%s&amount=%lld&reason=duplicate&metadata[order_id]=%s",
-                 txn, (long long)r->amount, oid) < 0) {
+        asprintf(&form, "payment_intent=%s&amount=%lld&reason=duplicate&metadata[order_id]=%s", txn,
+                 (long long)r->amount, oid) < 0) {
         form = NULL;
         snprintf(out->error, sizeof(out->error), "out of memory");
         goto done;

@@ -211,7 +211,7 @@ static int parse_business(struct cfg_business *b, const char *name, json_object 
     if (jsonx_get_string_array(obj, "api_keys", where, 1, &b->api_keys, &b->n_api_keys, e) != 0 ||
         jsonx_get_secret(obj, "webhook_secret", where, base_dir, 1, &b->webhook_secret, e) != 0 ||
         jsonx_get_string_array(obj, "notify_url_prefixes", where, 1, &b->notify_url_prefixes,
-                         &b->n_prefixes, e) != 0)
+                               &b->n_prefixes, e) != 0)
         return -1;
     for (size_t i = 0; i < b->n_api_keys; i++)
         if (strlen(b->api_keys[i]) < 16) {

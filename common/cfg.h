@@ -11,9 +11,9 @@
 #define CFG_MAX_DELAYS 16
 
 struct cfg_channel {
-    char *name; /* the key in "channels" and in /v1/callbacks/{name} */
-    char *type; /* selects the module in channel/ ("stripe", ...) */
-    char *json; /* the channel's whole JSON object, validated by its module at load */
+    char *name;     /* the key in "channels" and in /v1/callbacks/{name} */
+    char *type;     /* selects the module in channel/ ("stripe", ...) */
+    char *json;     /* the channel's whole JSON object, validated by its module at load */
     char *base_dir; /* where the channel's relative file paths start */
 };
 

@@ -69,8 +69,8 @@ static char *read_secret(const char *base_dir, const char *file, struct errbuf *
     return s;
 }
 
-int jsonx_get_string(json_object *obj, const char *key, const char *where, int required,
-                      char **out, struct errbuf *e)
+int jsonx_get_string(json_object *obj, const char *key, const char *where, int required, char **out,
+                     struct errbuf *e)
 {
     json_object *v;
 
@@ -90,7 +90,7 @@ int jsonx_get_string(json_object *obj, const char *key, const char *where, int r
 }
 
 int jsonx_get_string_array(json_object *obj, const char *key, const char *where, int required,
-                            char ***out, size_t *n, struct errbuf *e)
+                           char ***out, size_t *n, struct errbuf *e)
 {
     json_object *v;
     size_t len;
@@ -124,7 +124,7 @@ int jsonx_get_string_array(json_object *obj, const char *key, const char *where,
 
 /* A secret given inline as `key` or in a file as `key_file`. */
 int jsonx_get_secret(json_object *obj, const char *key, const char *where, const char *base_dir,
-                      int required, char **out, struct errbuf *e)
+                     int required, char **out, struct errbuf *e)
 {
     char fkey[128];
     char *file = NULL;
@@ -159,4 +159,3 @@ int jsonx_check_http_url(const char *u, const char *where, const char *key, stru
     }
     return 0;
 }
-

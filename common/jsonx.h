@@ -13,8 +13,8 @@
 /* Whole file, NUL-terminated; NULL if missing or larger than max. */
 char *jsonx_read_file(const char *path, size_t max, struct errbuf *e);
 /* Non-empty string member; absent (or null) is an error only when required. */
-int jsonx_get_string(json_object *obj, const char *key, const char *where, int required,
-                     char **out, struct errbuf *e);
+int jsonx_get_string(json_object *obj, const char *key, const char *where, int required, char **out,
+                     struct errbuf *e);
 /* Non-empty array of non-empty strings. */
 int jsonx_get_string_array(json_object *obj, const char *key, const char *where, int required,
                            char ***out, size_t *n, struct errbuf *e);

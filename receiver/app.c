@@ -11,8 +11,8 @@
 #include "store/db.h"
 #include "store/kv.h"
 
-void receiver_app_init(struct receiver_app *a, const struct cfg *cfg,
-                       const struct channels *chans, uv_loop_t *loop)
+void receiver_app_init(struct receiver_app *a, const struct cfg *cfg, const struct channels *chans,
+                       uv_loop_t *loop)
 {
     memset(a, 0, sizeof(*a));
     a->cfg = cfg;

@@ -43,8 +43,8 @@ struct receiver_app {
     int stopping;
 };
 
-void receiver_app_init(struct receiver_app *a, const struct cfg *cfg,
-                       const struct channels *chans, uv_loop_t *loop);
+void receiver_app_init(struct receiver_app *a, const struct cfg *cfg, const struct channels *chans,
+                       uv_loop_t *loop);
 void receiver_app_free(struct receiver_app *a);
 /* The httpd handler: dispatches every route. arg is the app. */
 void receiver_route(httpd_req *req, void *arg);

@@ -225,8 +225,8 @@ int orders_expired(db_conn *db, int max, char (*ids)[33], struct errbuf *e)
     return n;
 }
 
-int orders_close_expired(db_conn *db, const char *id, int64_t *notification_id,
-                         char *webhook_id, struct errbuf *e)
+int orders_close_expired(db_conn *db, const char *id, int64_t *notification_id, char *webhook_id,
+                         struct errbuf *e)
 {
     char now[32];
     struct order o;
@@ -300,7 +300,8 @@ static int queue_anomaly(db_conn *db, const char *channel, const struct pay_even
         snprintf(body, sizeof(body),
                  "A payment does not match its order; the order was NOT marked paid.\n\n"
                  "order:        %.200s\nbusiness:     %.200s\nexpected:     %lld %.200s\n"
-                 "received:     %lld %.200s\nchannel:      %.200s\ntransaction:  %.200s\nevent:        %.200s\n",
+                 "received:     %lld %.200s\nchannel:      %.200s\ntransaction:  %.200s\nevent:    "
+                 "    %.200s\n",
                  o->id, o->business, (long long)o->amount, o->currency, (long long)ev->amount,
                  ev->currency, channel, ev->txn_id, ev->event_id);
     } else if (res->decision == ORDER_DECIDE_DUPLICATE_PAYMENT ||
@@ -315,21 +316,21 @@ static int queue_anomaly(db_conn *db, const char *channel, const struct pay_even
         if (rc == 1)
             return 0; /* this payment was handled under another event id */
         snprintf(key, sizeof(key), "%s:%.64s:%.128s", kind, channel, ev->txn_id);
-        snprintf(subject, sizeof(subject), "paynotify: %s on order %.40s, refund %.64s", kind, o->id,
-                 res->refund_id);
-        snprintf(body, sizeof(body),
-                 "%.200s\n\norder:            %.200s (%.200s)\nbusiness:         %.200s\n"
-                 "paid by:          %.200s\nnew transaction:  %.200s\namount:           %lld %.200s\n"
-                 "channel:          %.200s\nautomatic refund: %.200s (requested from the provider)\n",
-                 dup ? "The customer paid an order that was already paid."
-                     : "A payment arrived for an order that was already closed.",
-                 o->id, o->status, o->business, o->provider_txn_id[0] ? o->provider_txn_id : "-",
-                 ev->txn_id, (long long)ev->amount, ev->currency, channel, res->refund_id);
+        snprintf(subject, sizeof(subject), "paynotify: %s on order %.40s, refund %.64s", kind,
+                 o->id, res->refund_id);
+        snprintf(
+            body, sizeof(body),
+            "%.200s\n\norder:            %.200s (%.200s)\nbusiness:         %.200s\n"
+            "paid by:          %.200s\nnew transaction:  %.200s\namount:           %lld %.200s\n"
+            "channel:          %.200s\nautomatic refund: %.200s (requested from the provider)\n",
+            dup ? "The customer paid an order that was already paid."
+                : "A payment arrived for an order that was already closed.",
+            o->id, o->status, o->business, o->provider_txn_id[0] ? o->provider_txn_id : "-",
+            ev->txn_id, (long long)ev->amount, ev->currency, channel, res->refund_id);
     } else {
         return 0;
     }
-    return alerts_enqueue(db, kind, key, o ? o->business : NULL, ev->order_id, subject, body,
-                          e) < 0
+    return alerts_enqueue(db, kind, key, o ? o->business : NULL, ev->order_id, subject, body, e) < 0
                ? -1
                : 0;
 }

@@ -72,9 +72,10 @@ struct apply_result {
 
 /* Applies a verified provider event in ONE transaction: payment_log row, order state
  * change by compare-and-set, outbox row; for a payment that must go back (duplicate
- * payment, payment after close) a refund row, and for every anomaly one alert. raw (borrowed) is stored in the payment log.
- * 0 on commit (including duplicates and non-paying outcomes); -1 with TRANSIENT when it
- * must be retried (deadlock, lost connection, lost CAS race), PERMANENT otherwise. */
+ * payment, payment after close) a refund row, and for every anomaly one alert. raw (borrowed) is
+ * stored in the payment log. 0 on commit (including duplicates and non-paying outcomes); -1 with
+ * TRANSIENT when it must be retried (deadlock, lost connection, lost CAS race), PERMANENT
+ * otherwise. */
 int orders_apply_event(db_conn *db, const char *channel, const struct pay_event *ev,
                        const char *callback_id, const char *raw, struct apply_result *res,
                        struct errbuf *e);
@@ -84,8 +85,8 @@ int orders_expired(db_conn *db, int max, char (*ids)[33], struct errbuf *e);
 /* Closes one expired PENDING order by CAS and writes its order.closed outbox row, in one
  * transaction. 0 closed (*notification_id, webhook_id (>= 65 bytes) set), 1 no longer
  * closable (paid meanwhile), -1 error. */
-int orders_close_expired(db_conn *db, const char *id, int64_t *notification_id,
-                         char *webhook_id, struct errbuf *e);
+int orders_close_expired(db_conn *db, const char *id, int64_t *notification_id, char *webhook_id,
+                         struct errbuf *e);
 
 /* ---- outbox ---- */
 

@@ -26,12 +26,13 @@ int refunds_create(db_conn *db, const char *order_id, const char *channel, const
         return -1;
     }
     clock_format_sql(clock_now_ms(), now, sizeof(now));
-    n = db_execf(db, e,
-                 "INSERT INTO refunds (refund_id, order_id, channel, provider_txn_id, amount, total,"
-                 " currency, reason, status, attempts, next_attempt_at, created_at, updated_at)"
-                 " VALUES (%s, %s, %s, %s, %lld, %lld, %s, %s, 'PENDING', 0, %s, %s, %s)",
-                 refund_id, order_id, channel, txn_id, (long long)amount, (long long)amount,
-                 currency, reason, now, now, now);
+    n = db_execf(
+        db, e,
+        "INSERT INTO refunds (refund_id, order_id, channel, provider_txn_id, amount, total,"
+        " currency, reason, status, attempts, next_attempt_at, created_at, updated_at)"
+        " VALUES (%s, %s, %s, %s, %lld, %lld, %s, %s, 'PENDING', 0, %s, %s, %s)",
+        refund_id, order_id, channel, txn_id, (long long)amount, (long long)amount, currency,
+        reason, now, now, now);
     if (n == DB_DUPLICATE)
         return 1;
     return n < 0 ? -1 : 0;
@@ -119,8 +120,8 @@ int refunds_succeeded(db_conn *db, const struct refund *r, const char *provider_
                  "INSERT INTO payment_log (channel, kind, provider_event_id, event_type, order_id,"
                  " provider_txn_id, amount, currency, outcome, detail, created_at) VALUES (%s,"
                  " 'refund', %s, %s, %s, %s, %lld, %s, 'refunded', %s, %s)",
-                 r->channel, r->refund_id, r->reason, r->order_id, r->txn_id,
-                 (long long)r->amount, r->currency, provider_refund_id, now);
+                 r->channel, r->refund_id, r->reason, r->order_id, r->txn_id, (long long)r->amount,
+                 r->currency, provider_refund_id, now);
     if (n < 0 && n != DB_DUPLICATE)
         goto out;
     rc = db_commit(db, e);

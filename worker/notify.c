@@ -35,7 +35,7 @@ struct notifier {
     atomic_int *stop;
     atomic_int ready;
     pthread_t tid;
-    unsigned seed; /* jitter; used by the notify thread only */
+    unsigned seed;          /* jitter; used by the notify thread only */
     int64_t pause_until_ms; /* MySQL failed: take no new work until then (notify thread only) */
 };
 
@@ -375,12 +375,11 @@ static void *thread_main(void *arg)
             if (b64 == NULL)
                 abort();
             crypto_b64_encode(m.body, m.len, b64);
-            json_object_object_add(o, "reason",
-                                   json_object_new_string("malformed notify message"));
+            json_object_object_add(o, "reason", json_object_new_string("malformed notify message"));
             json_object_object_add(o, "message_b64", json_object_new_string(b64));
             rc = publish(nt, &pub, TOPOLOGY_NOTIFY_DEAD,
-                         json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
-                         m.message_id, 0, &e) == 0
+                         json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), m.message_id, 0,
+                         &e) == 0
                      ? 1
                      : -1;
             json_object_put(o);

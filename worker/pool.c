@@ -157,9 +157,9 @@ static void *thread_main(void *arg)
              * outage never counts against the queue's delivery limit (kept for crash loops).
              * If the copy cannot be published, the broker requeues the original. */
             sleep_ms(100);
-            if (pub != NULL && mq_publish_confirmed(pub, TOPOLOGY_CALLBACKS, m.body, m.len,
-                                                    m.message_id,
-                                                    (int)p->cfg->confirm_timeout_ms, &e) == 0)
+            if (pub != NULL &&
+                mq_publish_confirmed(pub, TOPOLOGY_CALLBACKS, m.body, m.len, m.message_id,
+                                     (int)p->cfg->confirm_timeout_ms, &e) == 0)
                 rc = mq_ack(cons, m.delivery_tag, &e);
             else
                 rc = mq_nack(cons, m.delivery_tag, 1, &e);

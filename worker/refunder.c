@@ -60,9 +60,9 @@ static void handle(struct refunder *rf, db_conn *db, const struct refund *r)
     st = ch->ops->refund(ch->conf, &req, &res);
     if (st == CHANNEL_CALL_OK) {
         metric_inc(rf->stats->refunds_succeeded);
-        LOG_INFO("refund_succeeded", "order_id", r->order_id, "refund_id", r->refund_id,
-                 "provider", r->channel, "provider_refund_id", res.provider_refund_id, "state",
-                 res.state, "attempt", attempts);
+        LOG_INFO("refund_succeeded", "order_id", r->order_id, "refund_id", r->refund_id, "provider",
+                 r->channel, "provider_refund_id", res.provider_refund_id, "state", res.state,
+                 "attempt", attempts);
         rc = refunds_succeeded(db, r, res.provider_refund_id, res.state, &e);
     } else if (st == CHANNEL_CALL_RETRY) {
         metric_inc(rf->stats->refunds_retried);
@@ -71,8 +71,8 @@ static void handle(struct refunder *rf, db_conn *db, const struct refund *r)
         rc = refunds_retry_later(db, r, res.error, refunds_backoff_ms(r->attempts), &e);
     } else {
         metric_inc(rf->stats->refunds_rejected);
-        LOG_ERROR("refund_rejected", "order_id", r->order_id, "refund_id", r->refund_id,
-                  "provider", r->channel, "error", res.error);
+        LOG_ERROR("refund_rejected", "order_id", r->order_id, "refund_id", r->refund_id, "provider",
+                  r->channel, "error", res.error);
         rc = refunds_rejected(db, r, res.error, &e);
     }
     /* If recording failed the lease runs out and the call is repeated with the same key. */

@@ -56,8 +56,9 @@ void worker_stats_init(struct worker_stats *s)
     s->webhook_seconds = metrics_histogram(r, "paynotify_worker_webhook_seconds",
                                            "Latency of business webhook requests.", NULL,
                                            METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
-    s->refunds_succeeded = metrics_counter(r, "paynotify_worker_refunds_total",
-                                           "Automatic refunds by outcome.", "outcome=\"succeeded\"");
+    s->refunds_succeeded =
+        metrics_counter(r, "paynotify_worker_refunds_total", "Automatic refunds by outcome.",
+                        "outcome=\"succeeded\"");
     s->refunds_retried =
         metrics_counter(r, "paynotify_worker_refunds_total", NULL, "outcome=\"retry\"");
     s->refunds_rejected =

@@ -25,9 +25,9 @@ struct worker_stats {
     metric *webhooks_skipped;
     metric *webhooks_retry_scheduled; /* moved to a delay queue */
     metric *webhooks_dead;
-        /* retries exhausted: dead queue, FAILED, alert */ /* already DELIVERED: not sent again */
-    metric *webhook_seconds;                               /* histogram: webhook latency */
-    metric *webhooks_in_flight; /* gauge */
+    /* retries exhausted: dead queue, FAILED, alert */ /* already DELIVERED: not sent again */
+    metric *webhook_seconds;                           /* histogram: webhook latency */
+    metric *webhooks_in_flight;                        /* gauge */
     metric *refunds_succeeded;
     metric *refunds_retried;
     metric *refunds_rejected;

@@ -106,7 +106,8 @@ static void watch_parked(struct sweeper *s, db_conn *db, mq_conn **pub)
         return;
     }
     s->parked_seen = msgs;
-    snprintf(key, sizeof(key), "callback_parked:%u:%lld", msgs, (long long)(clock_now_ms() / 60000));
+    snprintf(key, sizeof(key), "callback_parked:%u:%lld", msgs,
+             (long long)(clock_now_ms() / 60000));
     snprintf(subject, sizeof(subject), "paynotify: %u callback(s) parked", msgs);
     snprintf(body, sizeof(body),
              "%u provider callback(s) could not be processed and were parked in %s (each with "
@@ -141,8 +142,7 @@ static void close_expired(struct sweeper *s, db_conn *db, mq_conn **pub)
         if (rc == 1)
             continue;
         metric_inc(s->stats->orders_closed);
-        LOG_INFO("order_closed", "order_id", ids[i], "reason", "expired", "webhook_id",
-                 webhook_id);
+        LOG_INFO("order_closed", "order_id", ids[i], "reason", "expired", "webhook_id", webhook_id);
         if (*pub == NULL && (*pub = mq_open(s->cfg->amqp_url, 5000, &e)) == NULL)
             continue;
         outbox_message(nid, body, sizeof(body));

@@ -90,15 +90,15 @@ def test_slow_endpoint_does_not_delay_healthy_one():
         env.start("paynotify-receiver")
         env.start("paynotify-worker")
         slow_ids = [pay(env, slow) for _ in range(20)]
-        t0 = time.time()
+        wait_for(lambda: len(slow.received()) >= 16, 10, "the slow endpoint holding requests")
         fast_ids = [pay(env, fast) for _ in range(20)]
         wait_for(lambda: all(env.get_order(i)["notify_status"] == "DELIVERED" for i in fast_ids),
-                 3.5, "healthy webhooks while the slow endpoint hangs")
-        took = time.time() - t0
-        check(took < 3.5, f"healthy endpoint served in {took:.1f}s")
+                 30, "healthy webhooks")
+        # Causal, not timed: every healthy webhook was delivered while the slow endpoint
+        # still held its requests, before the first of them could even time out.
         eq(len(fast.received()), 20, "healthy requests")
-        check(all(env.get_order(i)["notify_status"] == "PENDING" for i in slow_ids),
-              "slow endpoint still pending")
+        eq([env.get_order(i)["notify_attempts"] for i in slow_ids], [0] * 20,
+           "no slow attempt finished before the healthy ones were all delivered")
         check(slow.max_active <= 16, f"per-endpoint limit held ({slow.max_active} at once)")
     finally:
         env.close()

@@ -151,8 +151,9 @@ static void test_json(void)
                          "channels.x.webhook_secret");
     expect_channel_error("{\"type\":\"stripe\",\"webhook_secret_file\":\"/nonexistent\"}",
                          "channels.x.webhook_secret_file");
-    expect_channel_error("{\"type\":\"stripe\",\"webhook_secret\":\"whsec_a\",\"api_url\":\"ftp://x\"}",
-                         "channels.x.api_url");
+    expect_channel_error(
+        "{\"type\":\"stripe\",\"webhook_secret\":\"whsec_a\",\"api_url\":\"ftp://x\"}",
+        "channels.x.api_url");
     expect_json_error("{\"channels\":{\"Bad Name\":{\"type\":\"stripe\"}}}", "channels.Bad Name");
     expect_json_error("{\"channels\":{\"s\":{\"type\":\"stripe\",\"webhook_secret\":\"whsec_a\"}},"
                       "\"businesses\":{\"b\":{\"api_keys\":[\"short\"],\"webhook_secret\":"

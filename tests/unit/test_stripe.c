@@ -107,11 +107,7 @@ static void test_parse(void)
                           "\"currency\":\"usd\"}}}";
         CHECK_INT_EQ(ops->parse(NULL, neg, strlen(neg), &ev, &e), -1);
     }
-    const char *bad[] = {"",
-                         "{",
-                         "[]",
-                         "{\"id\":\"evt\"}",
-                         "{\"id\":1,\"type\":\"x\"}",
+    const char *bad[] = {"", "{", "[]", "{\"id\":\"evt\"}", "{\"id\":1,\"type\":\"x\"}",
                          "{\"id\":\"e\",\"type\":\"payment_intent.succeeded\",\"data\":{}}",
                          "{\"id\":\"e\",\"type\":\"x\",\"data\":{\"object\":{}}} trailing",
                          /* invalid UTF-8 and non-strict JSON */
