@@ -12,7 +12,7 @@ DEPS_PACKAGES=(
     librabbitmq-dev libhiredis-dev libmariadb-dev libcurl4-openssl-dev
     libjson-c-dev libuv1-dev libssl-dev libhttp-parser-dev
     rabbitmq-server redis-server mariadb-server mariadb-client
-    python3 python3-aiosmtpd python3-cryptography
+    python3 python3-aiosmtpd python3-cryptography clang-format
     clang libclang-rt-14-dev
     curl amqp-tools
 )
