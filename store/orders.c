@@ -601,6 +601,37 @@ int outbox_stuck(db_conn *db, int64_t older_than_ms, int64_t *ids, int max, stru
     return n;
 }
 
+int outbox_replay(db_conn *db, const char *key, struct errbuf *e)
+{
+    char now[32];
+    int64_t n;
+    int rc = -1;
+
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    if (db_begin(db, e) != 0)
+        return -1;
+    /* Only FAILED rows: a PENDING one is still on its way, a DELIVERED one arrived. */
+    n = db_execf(db, e,
+                 "UPDATE notifications SET status = 'PENDING', attempts = 0, published_at = NULL,"
+                 " updated_at = %s WHERE status = 'FAILED' AND (webhook_id = %s OR order_id = %s)",
+                 now, key, key);
+    if (n < 0)
+        goto out;
+    if (n > 0 && db_execf(db, e,
+                          "UPDATE orders SET notify_status = 'PENDING', updated_at = %s WHERE"
+                          " notify_status = 'FAILED' AND id IN (SELECT order_id FROM notifications"
+                          " WHERE webhook_id = %s OR order_id = %s)",
+                          now, key, key) < 0)
+        goto out;
+    rc = db_commit(db, e);
+out:
+    if (rc != 0) {
+        db_rollback(db);
+        return -1;
+    }
+    return (int)n;
+}
+
 int outbox_sweep_lock(db_conn *db, struct errbuf *e)
 {
     db_rows *r = db_queryf(db, e, "SELECT GET_LOCK('paynotify_sweeper', 0)");

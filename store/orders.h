@@ -131,6 +131,10 @@ int outbox_unpublished(db_conn *db, int64_t older_than_ms, int64_t *ids, int max
  * message was lost somewhere (e.g. a classic queue's at-most-once dead-lettering). Marks
  * them published now. Returns the count or -1. */
 int outbox_stuck(db_conn *db, int64_t older_than_ms, int64_t *ids, int max, struct errbuf *e);
+/* Operator replay of FAILED notifications (key: a webhook id or an order id): back to
+ * PENDING with a fresh retry budget and unpublished, so the sweeper sends them again (same
+ * webhook-id). Returns how many rows were reset, or -1. */
+int outbox_replay(db_conn *db, const char *key, struct errbuf *e);
 /* The sweeper's named lock, so that one worker sweeps at a time: 0 taken, 1 busy, -1. */
 int outbox_sweep_lock(db_conn *db, struct errbuf *e);
 void outbox_sweep_unlock(db_conn *db);

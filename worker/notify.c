@@ -93,9 +93,12 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
+static int give_up(struct notifier *nt, db_conn *db, mq_conn **pub, const struct attempt *a,
+                   int attempts, const char *last_error, struct errbuf *e);
+
 /* Reads the notification and the order now, so that the webhook carries the order's
  * current state. 0 = submitted, 1 = nothing to send (acked), -1 = transient (requeue). */
-static int start_attempt(struct notifier *nt, db_conn *db, webhook_engine *eng,
+static int start_attempt(struct notifier *nt, db_conn *db, mq_conn **pub, webhook_engine *eng,
                          const struct mq_msg *m, unsigned gen, struct errbuf *e)
 {
     struct attempt *a;
@@ -139,10 +142,15 @@ static int start_attempt(struct notifier *nt, db_conn *db, webhook_engine *eng,
     }
     b = cfg_business_find(nt->cfg, a->n.business);
     if (b == NULL) {
+        /* Removed from the configuration: retrying cannot help. Dead, FAILED and an alert,
+         * so that an operator can fix the configuration and replay it. */
+        char why[160];
+        snprintf(why, sizeof(why), "business %.64s is not configured", a->n.business);
         LOG_ERROR("notify_business_unknown", "order_id", a->n.order_id, "business", a->n.business);
+        rc = give_up(nt, db, pub, a, a->n.attempts, why, e) == 0 ? 1 : -1;
         free(a);
         free(o);
-        return -1;
+        return rc;
     }
     memset(&req, 0, sizeof(req));
     req.body = notify_build_body(&a->n, o, &req.body_len);
@@ -367,7 +375,7 @@ static void *thread_main(void *arg)
             cons = NULL;
             continue;
         }
-        rc = start_attempt(nt, db, eng, &m, gen, &e);
+        rc = start_attempt(nt, db, &pub, eng, &m, gen, &e);
         if (rc == 2) {
             /* Poison: kept in the dead queue with the reason, out of the line. */
             json_object *o = json_object_new_object();

@@ -2,7 +2,8 @@
  *   migrate        apply pending migrations (safe to run twice or concurrently)
  *   check-config   validate the environment and PAYNOTIFY_CONFIG, print it masked
  *   queues         declare the topology if needed and print each queue's message and
- *                  consumer counts as one JSON object */
+ *                  consumer counts as one JSON object
+ *   replay KEY     send FAILED notifications again (KEY: webhook id or order id) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,10 +15,36 @@
 #include "queue/topology.h"
 #include "store/db.h"
 #include "store/migrate.h"
+#include "store/orders.h"
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: paynotify-admin migrate | check-config | queues\n");
+    fprintf(stderr, "usage: paynotify-admin migrate | check-config | queues | replay KEY\n");
+}
+
+static int cmd_replay(const struct cfg *cfg, const char *key)
+{
+    struct errbuf e = {0};
+    db_conn *db = db_open(cfg->mysql_url, 10000, &e);
+    int n;
+    char count[16];
+
+    if (db == NULL) {
+        LOG_ERROR("replay_failed", "error", e.msg);
+        return 1;
+    }
+    n = outbox_replay(db, key, &e);
+    db_close(db);
+    if (n < 0) {
+        LOG_ERROR("replay_failed", "key", key, "error", e.msg);
+        return 1;
+    }
+    snprintf(count, sizeof(count), "%d", n);
+    LOG_INFO("replay_queued", "key", key, "notifications", count);
+    printf("%d notification(s) queued again; the sweeper publishes them within "
+           "PAYNOTIFY_SWEEP_INTERVAL\n",
+           n);
+    return n > 0 ? 0 : 3;
 }
 
 static int cmd_queues(const struct cfg *cfg)
@@ -109,6 +136,8 @@ int main(int argc, char **argv)
     db_library_init();
     if (strcmp(argv[1], "migrate") == 0) {
         rc = cmd_migrate(cfg);
+    } else if (strcmp(argv[1], "replay") == 0 && argc == 3) {
+        rc = cmd_replay(cfg, argv[2]);
     } else if (strcmp(argv[1], "queues") == 0) {
         rc = cmd_queues(cfg);
     } else if (strcmp(argv[1], "check-config") == 0) {

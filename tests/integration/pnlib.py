@@ -307,15 +307,23 @@ class Env:
         self.vhost = "t-" + secrets.token_hex(6)
         self.stack("ctl", "add_vhost", self.vhost)
         self.stack("ctl", "set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+        # ... and a database of its own: another test's leftover outbox rows can never be
+        # swept into this test's queues.
+        self.dbname = "paynotify_t" + secrets.token_hex(6)
+        self._mariadb("paynotify", f"CREATE DATABASE {self.dbname}")
         self.env = dict(os.environ)
         amqp = need_env("PAYNOTIFY_AMQP_URL").rstrip("/")
+        mysql = need_env("PAYNOTIFY_MYSQL_URL").rsplit("/", 1)[0]
         self.env.update({"PAYNOTIFY_AMQP_URL": f"{amqp}/{self.vhost}",
+                         "PAYNOTIFY_MYSQL_URL": f"{mysql}/{self.dbname}",
                          "PAYNOTIFY_CONFIG": self.config,
                          "PAYNOTIFY_LISTEN": f"127.0.0.1:{self.port}",
                          "PAYNOTIFY_SWEEP_INTERVAL": "1s",
                          "PAYNOTIFY_NOTIFY_TIMEOUT": "5s",
                          "PAYNOTIFY_CONFIRM_TIMEOUT": "3s"})
         self.env.update(extra_env or {})
+        subprocess.run([os.path.join(BUILD, "paynotify-admin"), "migrate"], env=self.env,
+                       check=True, capture_output=True)
         self.procs = []
         self.nlogs = 0
 
@@ -371,6 +379,8 @@ class Env:
             self.stack("ctl", "delete_vhost", self.vhost)
         except subprocess.CalledProcessError:
             pass
+        if not err:  # a failed test keeps its database for a look
+            self._mariadb("paynotify", f"DROP DATABASE IF EXISTS {self.dbname}")
         if err:
             raise err
 
@@ -400,12 +410,14 @@ class Env:
                        {"Stripe-Signature": sig, "Content-Type": "application/json"})
 
     # MariaDB, through the real client
-    def sql(self, query):
-        out = subprocess.run(
+    def _mariadb(self, db, query):
+        return subprocess.run(
             ["mariadb", "-h", "127.0.0.1", "-P", str(self.mysql_port), "-u", "paynotify",
-             "-ppaynotify", "paynotify", "-N", "-B", "-e", query],
+             "-ppaynotify", db, "-N", "-B", "-e", query],
             check=True, capture_output=True, text=True).stdout
-        return [line.split("\t") for line in out.splitlines()]
+
+    def sql(self, query):
+        return [line.split("\t") for line in self._mariadb(self.dbname, query).splitlines()]
 
     def scalar(self, query):
         rows = self.sql(query)

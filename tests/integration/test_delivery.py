@@ -3,10 +3,11 @@
 alerts, the attempt history, isolation of a slow endpoint, outbound address safety, and
 nothing lost across a broker restart or a worker killed mid-move."""
 import json
+import os
 import subprocess
 import time
 
-from pnlib import Alerts, Env, Sink, check, eq, run, stripe_event, wait_for
+from pnlib import BUILD, Alerts, Env, Sink, check, eq, run, stripe_event, wait_for
 
 SHORT = {"PAYNOTIFY_RETRY_DELAYS": "1s,1s,2s", "PAYNOTIFY_NOTIFY_TIMEOUT": "2s"}
 
@@ -76,6 +77,13 @@ def test_always_failing_goes_dead_with_one_alert():
         eq(sms[0]["to"], "+8613800000000", "SMS recipient")
         for needle in (oid, env.business, sink.url, "4", "HTTP 503"):
             check(needle in mails[0], f"email names {needle!r}")
+        # The operator fixes the endpoint and replays: delivered, same webhook-id.
+        sink.status = 200
+        out = subprocess.run([os.path.join(BUILD, "paynotify-admin"), "replay", oid],
+                             env=env.env, check=True, capture_output=True, text=True).stdout
+        check(out.startswith("1 notification"), f"replay output: {out!r}")
+        wait_for(lambda: env.get_order(oid)["notify_status"] == "DELIVERED", 30, "replayed")
+        eq(len({r["headers"]["webhook-id"] for r in sink.received()}), 1, "same webhook-id")
     finally:
         env.close()
         sink.close()
