@@ -182,7 +182,8 @@ static int copy_str(json_object *obj, const char *key, char *dst, size_t cap, in
         return -1;
     }
     if (!json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0 ||
-        (size_t)json_object_get_string_len(v) >= cap) {
+        (size_t)json_object_get_string_len(v) >= cap ||
+        strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)) {
         errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: %s is not a string of 1..%zu bytes", key,
                    cap - 1);
         return -1;
@@ -259,7 +260,9 @@ static int stripe_parse(const void *conf, const char *body, size_t len, struct p
         goto out;
     }
     /* json-c would silently truncate a double: insist on an integer. */
-    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0) {
+    /* json-c clamps integers beyond int64 to INT64_MAX: no real amount is that. */
+    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0 ||
+        json_object_get_int64(v) == INT64_MAX) {
         errbuf_set(e, ERRBUF_PERMANENT, "Stripe event: amount is not a non-negative integer");
         goto out;
     }

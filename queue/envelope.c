@@ -66,8 +66,10 @@ static int get_str(json_object *o, const char *key, char *dst, size_t cap, struc
 {
     json_object *v;
 
+    /* A "\u0000" inside would cut the C string short: refuse it. */
     if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string) ||
-        json_object_get_string_len(v) == 0 || (size_t)json_object_get_string_len(v) >= cap) {
+        json_object_get_string_len(v) == 0 || (size_t)json_object_get_string_len(v) >= cap ||
+        strlen(json_object_get_string(v)) != (size_t)json_object_get_string_len(v)) {
         errbuf_set(e, ERRBUF_PERMANENT, "envelope: bad or missing %s", key);
         return -1;
     }
@@ -111,6 +113,7 @@ int envelope_decode(const void *msg, size_t len, struct envelope *env, struct er
     json_object_object_foreach(h, hk, hv)
     {
         if (!json_object_is_type(hv, json_type_string) ||
+            strlen(json_object_get_string(hv)) != (size_t)json_object_get_string_len(hv) ||
             envelope_add_header(env, hk, json_object_get_string(hv)) != 0) {
             errbuf_set(e, ERRBUF_PERMANENT, "envelope: bad header %.32s", hk);
             goto out;
