@@ -55,6 +55,17 @@ void receiver_db_give(struct receiver_app *a, db_conn *db);
 kv_conn *receiver_kv_take(struct receiver_app *a, struct errbuf *e);
 void receiver_kv_give(struct receiver_app *a, kv_conn *kv);
 
+struct cfg_business;
+struct order_new;
+
+/* Pure validation of a POST /v1/orders body for business biz (borrowed): 0 valid, with q
+ * filled and its strings owned by strings[] (caller frees each, also on error); 400 not one
+ * strict UTF-8 JSON object; 422 a field is wrong. msg names the field. */
+#define ORDERS_API_STRINGS 6
+int orders_api_parse_create(const char *body, size_t len, const struct cfg_business *biz,
+                            const struct channels *chans, struct order_new *q,
+                            char *strings[ORDERS_API_STRINGS], char *msg, size_t mlen);
+
 /* Route handlers (loop thread). */
 void intake_callback(struct receiver_app *a, httpd_req *req, const char *channel);
 void orders_api_create(struct receiver_app *a, httpd_req *req);

@@ -22,7 +22,7 @@ struct order_work {
     const struct cfg_business *biz;
     /* create */
     struct order_new q;
-    char *strings[6]; /* owned copies behind q */
+    char *strings[ORDERS_API_STRINGS]; /* owned copies behind q */
     /* get */
     char order_id[64];
     /* result */
@@ -95,8 +95,8 @@ static void create_done(uv_work_t *uw, int status)
 }
 
 /* Copies a string member into w->strings[slot]. 0 ok; -1 with msg set. */
-static int take_string(json_object *o, const char *key, int required, size_t max,
-                       struct order_work *w, int slot, const char **out, char *msg, size_t mlen)
+static int take_string(json_object *o, const char *key, int required, size_t max, char **strings,
+                       int slot, const char **out, char *msg, size_t mlen)
 {
     json_object *v;
 
@@ -117,10 +117,10 @@ static int take_string(json_object *o, const char *key, int required, size_t max
         snprintf(msg, mlen, "%s must not contain NUL", key);
         return -1;
     }
-    w->strings[slot] = strdup(json_object_get_string(v));
-    if (w->strings[slot] == NULL)
+    strings[slot] = strdup(json_object_get_string(v));
+    if (strings[slot] == NULL)
         abort();
-    *out = w->strings[slot];
+    *out = strings[slot];
     return 0;
 }
 
@@ -133,8 +133,9 @@ static int prefix_allowed(const struct cfg_business *b, const char *url)
 }
 
 /* 0 valid; 400 malformed; 422 semantically wrong (msg says which field). */
-static int validate(struct receiver_app *a, struct order_work *w, const char *body, size_t len,
-                    char *msg, size_t mlen)
+int orders_api_parse_create(const char *body, size_t len, const struct cfg_business *biz,
+                            const struct channels *chans, struct order_new *q,
+                            char *strings[ORDERS_API_STRINGS], char *msg, size_t mlen)
 {
     json_tokener *tok = json_tokener_new();
     json_object *o, *v;
@@ -151,41 +152,41 @@ static int validate(struct receiver_app *a, struct order_work *w, const char *bo
         rc = 400;
         goto out;
     }
-    if (take_string(o, "business_order_id", 1, 128, w, 0, &w->q.business_order_id, msg, mlen) ||
-        take_string(o, "currency", 1, 3, w, 1, &cur, msg, mlen) ||
-        take_string(o, "channel", 1, 64, w, 2, &w->q.channel, msg, mlen) ||
-        take_string(o, "subject", 1, 256, w, 3, &w->q.subject, msg, mlen) ||
-        take_string(o, "notify_url", 1, 2048, w, 4, &w->q.notify_url, msg, mlen) ||
-        take_string(o, "cancel_url", 0, 2048, w, 5, &w->q.cancel_url, msg, mlen))
+    if (take_string(o, "business_order_id", 1, 128, strings, 0, &q->business_order_id, msg, mlen) ||
+        take_string(o, "currency", 1, 3, strings, 1, &cur, msg, mlen) ||
+        take_string(o, "channel", 1, 64, strings, 2, &q->channel, msg, mlen) ||
+        take_string(o, "subject", 1, 256, strings, 3, &q->subject, msg, mlen) ||
+        take_string(o, "notify_url", 1, 2048, strings, 4, &q->notify_url, msg, mlen) ||
+        take_string(o, "cancel_url", 0, 2048, strings, 5, &q->cancel_url, msg, mlen))
         goto out;
     if (!json_object_object_get_ex(o, "amount", &v) || !json_object_is_type(v, json_type_int) ||
         json_object_get_int64(v) <= 0 || json_object_get_int64(v) == INT64_MAX) {
         snprintf(msg, mlen, "amount must be a positive integer in minor units");
         goto out;
     }
-    w->q.amount = json_object_get_int64(v);
+    q->amount = json_object_get_int64(v);
     if (money_currency_norm(cur, norm) != 0) {
         snprintf(msg, mlen, "currency must be an ISO 4217 code such as CNY or USD");
         goto out;
     }
-    memcpy(w->strings[1], norm, 4);
-    w->q.currency = w->strings[1];
-    if (channels_find(a->chans, w->q.channel) == NULL) {
-        snprintf(msg, mlen, "channel %.64s is not configured", w->q.channel);
+    memcpy(strings[1], norm, 4);
+    q->currency = strings[1];
+    if (channels_find(chans, q->channel) == NULL) {
+        snprintf(msg, mlen, "channel %.64s is not configured", q->channel);
         goto out;
     }
-    if (!prefix_allowed(w->biz, w->q.notify_url)) {
+    if (!prefix_allowed(biz, q->notify_url)) {
         snprintf(msg, mlen, "notify_url must start with one of the business's notify_url_prefixes");
         goto out;
     }
-    if (w->q.cancel_url != NULL && strncmp(w->q.cancel_url, "https://", 8) != 0 &&
-        strncmp(w->q.cancel_url, "http://", 7) != 0) {
+    if (q->cancel_url != NULL && strncmp(q->cancel_url, "https://", 8) != 0 &&
+        strncmp(q->cancel_url, "http://", 7) != 0) {
         snprintf(msg, mlen, "cancel_url must be an http(s) URL");
         goto out;
     }
     if (json_object_object_get_ex(o, "expire_at", &v) && !json_object_is_type(v, json_type_null)) {
         if (!json_object_is_type(v, json_type_string) ||
-            clock_parse_rfc3339((expire = json_object_get_string(v)), &w->q.expire_at_ms) != 0) {
+            clock_parse_rfc3339((expire = json_object_get_string(v)), &q->expire_at_ms) != 0) {
             snprintf(msg, mlen, "expire_at must be an RFC 3339 time");
             goto out;
         }
@@ -216,7 +217,7 @@ void orders_api_create(struct receiver_app *a, httpd_req *req)
     w->biz = b;
     w->q.business = b->name;
     body = httpd_req_body(req, &len);
-    rc = validate(a, w, body, len, msg, sizeof(msg));
+    rc = orders_api_parse_create(body, len, b, a->chans, &w->q, w->strings, msg, sizeof(msg));
     if (rc != 0) {
         metric_inc(a->orders_invalid);
         httpd_reply_error(req, rc, rc == 400 ? "bad_request" : "invalid_order", msg);
