@@ -27,6 +27,7 @@
 #include "common/crypto.h"
 #include "common/jsonx.h"
 #include "common/money.h"
+#include "common/xalloc.h"
 
 #define SHANGHAI_UTC_OFFSET_S (8 * 3600) /* Asia/Shanghai: UTC+8, no DST since 1991 */
 #define MAX_ID 64                        /* app_id, seller_id */
@@ -50,22 +51,6 @@ struct alipay_form {
     size_t n;
     struct param p[ALIPAY_MAX_PARAMS];
 };
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (d == NULL)
-        abort();
-    return d;
-}
 
 static int hexval(int c)
 {

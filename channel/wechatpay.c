@@ -30,6 +30,7 @@
 #include "common/crypto.h"
 #include "common/jsonx.h"
 #include "common/money.h"
+#include "common/xalloc.h"
 
 #define DEFAULT_API_URL "https://api.mch.weixin.qq.com"
 #define SIGNTEST_PREFIX "WECHATPAY/SIGNTEST/"
@@ -58,14 +59,6 @@ struct wechatpay_conf {
 };
 
 /* ------------------------------------------------------------------ config */
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (d == NULL)
-        abort();
-    return d;
-}
 
 /* Secrets are wiped before their memory goes back to the allocator. */
 static void free_secret(char *s)

@@ -12,26 +12,11 @@
 #include "common/jsonx.h"
 #include "common/log.h"
 #include "common/url.h"
+#include "common/xalloc.h"
 
 #ifndef PAYNOTIFY_DEFAULT_MIGRATIONS_DIR
 #define PAYNOTIFY_DEFAULT_MIGRATIONS_DIR "/usr/share/paynotify/migrations"
 #endif
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (d == NULL)
-        abort();
-    return d;
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (p == NULL)
-        abort();
-    return p;
-}
 
 static const char *env_or(const char *key, const char *def)
 {

@@ -18,6 +18,7 @@
 
 #include "common/errbuf.h"
 #include "common/httpreq.h"
+#include "common/xalloc.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -119,24 +120,6 @@ struct httpd {
 
 static void conn_close(struct conn *c);
 static void conn_feed(struct conn *c, const char *data, size_t len);
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n);
-
-    if (p == NULL)
-        abort(); /* out of memory (STYLE §3) */
-    return p;
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-
-    if (p == NULL)
-        abort();
-    return p;
-}
 
 /* ---- building replies ------------------------------------------------------ */
 

@@ -2,26 +2,11 @@
  * errors that name the key ("channels.stripe.api_url: expected ..."), and secrets that may
  * live in files next to the configuration. */
 #include "common/jsonx.h"
+#include "common/xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (d == NULL)
-        abort();
-    return d;
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size);
-    if (p == NULL)
-        abort();
-    return p;
-}
 
 char *jsonx_read_file(const char *path, size_t max, struct errbuf *e)
 {

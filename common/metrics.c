@@ -5,6 +5,7 @@
  * rendering accumulates the buckets. _count is the sum of the buckets, so a scrape
  * always shows _count equal to the +Inf bucket. */
 #include "common/metrics.h"
+#include "common/xalloc.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -52,24 +53,6 @@ struct metrics {
     struct family *families;
     struct family *last;
 };
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-
-    if (p == NULL)
-        abort(); /* out of memory (STYLE §3) */
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-
-    if (d == NULL)
-        abort();
-    return d;
-}
 
 metrics *metrics_new(void)
 {

@@ -7,14 +7,7 @@
 #include <string.h>
 
 #include "common/crypto.h"
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (d == NULL)
-        abort();
-    return d;
-}
+#include "common/xalloc.h"
 
 int envelope_add_header(struct envelope *env, const char *name, const char *value)
 {

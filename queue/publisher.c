@@ -18,6 +18,7 @@
 #include "common/errbuf.h"
 #include "queue/mq.h"
 #include "queue/topology.h"
+#include "common/xalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -151,15 +152,6 @@ static void item_free(struct item *it)
     free(it->message_id);
     free(it->body);
     free(it);
-}
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s != NULL ? s : "");
-
-    if (d == NULL)
-        abort();
-    return d;
 }
 
 static void wake(publisher *p)

@@ -26,6 +26,7 @@
 #include "worker/retry.h"
 #include "worker/stats.h"
 #include "worker/webhook.h"
+#include "common/xalloc.h"
 
 #define NOTIFY_PREFETCH 64
 
@@ -45,14 +46,6 @@ struct attempt {
     unsigned conn_gen; /* the consumer connection the tag belongs to */
     struct notification n;
 };
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (d == NULL)
-        abort();
-    return d;
-}
 
 char *notify_build_body(const struct notification *n, const struct order *o, size_t *len)
 {
