@@ -2,11 +2,12 @@
  * errors that name the key ("channels.stripe.api_url: expected ..."), and secrets that may
  * live in files next to the configuration. */
 #include "common/jsonx.h"
-#include "common/xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/xalloc.h"
 
 char *jsonx_read_file(const char *path, size_t max, struct errbuf *e)
 {
