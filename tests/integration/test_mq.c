@@ -6,6 +6,7 @@
 #include "common/errbuf.h"
 #include "queue/mq.h"
 #include "queue/topology.h"
+#include "tests/integration/vhost.h"
 #include "tests/unit/check.h"
 
 #include <fcntl.h>
@@ -410,6 +411,7 @@ int main(void)
                         "(or source a stack.env from scripts/lib/stack.sh)\n");
         return 1;
     }
+    amqp_url = test_vhost_url(amqp_url, "test_mq");
     test_open_errors();
     run_suite("classic", "quorum");
     run_suite("quorum", "classic");

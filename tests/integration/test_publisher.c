@@ -12,6 +12,7 @@
 #include "queue/mq.h"
 #include "queue/publisher.h"
 #include "queue/topology.h"
+#include "tests/integration/vhost.h"
 #include "tests/unit/check.h"
 
 #include <arpa/inet.h>
@@ -728,6 +729,7 @@ int main(void)
                         "ctest) to stop and restart that RabbitMQ\n");
         return 1;
     }
+    amqp_url = test_vhost_url(amqp_url, "test_publisher");
     atexit(restart_broker_at_exit);
     CHECK_INT_EQ(uv_loop_init(&loop), 0);
     loop_thread = uv_thread_self();
@@ -738,7 +740,8 @@ int main(void)
     test_proxy_faults();
     fprintf(stderr, "broker stopped and started\n");
     test_broker_restart();
-    delete_topology();
+    /* The vhost is the test's own: its queues stay. Deleting at-least-once quorum queues
+     * right after the broker restart can crash RabbitMQ 3.10's dead-letter supervisor. */
     CHECK_INT_EQ(uv_loop_close(&loop), 0);
     TEST_PASS();
     return 0;
