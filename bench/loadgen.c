@@ -461,12 +461,14 @@ static void report(struct lg *g, const char *log_path, uint64_t end_ns)
     printf("{\"mode\":\"%s\",\"rate_offered\":%.1f,\"concurrency\":%d,\"connections\":%d,"
            "\"issued\":%ld,\"measured\":%ld,\"ok\":%ld,\"status_2xx\":%ld,\"status_3xx\":%ld,"
            "\"status_4xx\":%ld,\"status_5xx\":%ld,\"errors\":%ld,\"unanswered\":%ld,"
-           "\"conn_errors\":%ld,\"exhausted\":%s,\"window_s\":%.3f,\"elapsed_s\":%.3f,\"rate_ok\":%.1f,"
+           "\"conn_errors\":%ld,\"exhausted\":%s,\"window_s\":%.3f,\"elapsed_s\":%.3f,\"rate_ok\":%"
+           ".1f,"
            "\"latency_ms\":{\"mean\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,"
            "\"p999\":%.3f,\"max\":%.3f}}\n",
            g->rate > 0 ? "open" : "closed", g->rate, g->concurrency, g->n_conns, g->next, counted,
            ok, status_n[2], status_n[3], status_n[4], status_n[5], errors, unanswered,
-           g->conn_errors, g->next >= g->n_sched ? "true" : "false", window_s, (double)(end_ns - g->start_ns) / 1e9, (double)ok / window_s,
+           g->conn_errors, g->next >= g->n_sched ? "true" : "false", window_s,
+           (double)(end_ns - g->start_ns) / 1e9, (double)ok / window_s,
            n ? sum / (double)n / 1e6 : 0.0, pct(lat, n, 50), pct(lat, n, 90), pct(lat, n, 99),
            pct(lat, n, 99.9), n ? (double)lat[n - 1] / 1e6 : 0.0);
     free(lat);

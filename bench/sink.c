@@ -190,15 +190,26 @@ static int on_message_complete(http_parser *p)
     const char *sig = "-";
 
     c->body[c->body_len] = '\0';
-    k = strstr(c->body, "\"order_id\":\"");
+    /* "order_id" : "..." with any blanks around the colon. */
+    k = strstr(c->body, "\"order_id\"");
     if (k != NULL) {
         size_t n;
-        k += strlen("\"order_id\":\"");
-        n = strcspn(k, "\"");
-        if (n >= sizeof(order_id))
-            n = sizeof(order_id) - 1;
-        memcpy(order_id, k, n);
-        order_id[n] = '\0';
+        k += strlen("\"order_id\"");
+        k += strspn(k, " \t\r\n");
+        if (*k == ':') {
+            k++;
+            k += strspn(k, " \t\r\n");
+        }
+        if (*k == '"') {
+            k++;
+            n = strcspn(k, "\"");
+            if (n >= sizeof(order_id))
+                n = sizeof(order_id) - 1;
+            if (n > 0) {
+                memcpy(order_id, k, n);
+                order_id[n] = '\0';
+            }
+        }
     }
     if (s->key_len >= 0) {
         int ok = signature_ok(s, c);

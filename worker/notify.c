@@ -29,6 +29,13 @@
 #include "common/xalloc.h"
 
 #define NOTIFY_PREFETCH 64
+/* Webhooks one endpoint may hold in this worker (running + waiting for one of its 16
+ * connection slots). Beyond that, new messages for it go back to the first delay queue for
+ * NOTIFY_DEFER_MS instead of sitting in the prefetch window, where they would keep other
+ * businesses' webhooks from being consumed at all. No attempt is counted for a deferral. */
+#define NOTIFY_HELD_PER_ENDPOINT 32
+#define NOTIFY_DEFER_MS 1000
+#define NOTIFY_ENDPOINTS 64
 
 struct notifier {
     const struct cfg *cfg;
@@ -38,12 +45,17 @@ struct notifier {
     pthread_t tid;
     unsigned seed;          /* jitter; used by the notify thread only */
     int64_t pause_until_ms; /* MySQL failed: take no new work until then (notify thread only) */
+    struct {
+        char key[160];             /* scheme://host:port of notify URLs */
+        int held;                  /* attempts submitted and not finished */
+    } endpoints[NOTIFY_ENDPOINTS]; /* notify thread only */
 };
 
 /* One webhook attempt in flight; travels through the engine as the request's user. */
 struct attempt {
     uint64_t delivery_tag;
     unsigned conn_gen; /* the consumer connection the tag belongs to */
+    int endpoint;      /* index in notifier.endpoints, -1 when not tracked */
     struct notification n;
 };
 
@@ -88,6 +100,26 @@ static void sleep_ms(int ms)
 
 static int give_up(struct notifier *nt, db_conn *db, mq_conn **pub, const struct attempt *a,
                    int attempts, const char *last_error, struct errbuf *e);
+
+/* The slot of url's endpoint (scheme://authority), or -1 when the table is full. */
+static int endpoint_slot(struct notifier *nt, const char *url)
+{
+    const char *p = strstr(url, "://");
+    size_t n = p ? (size_t)(p + 3 - url) + strcspn(p + 3, "/?#") : strlen(url);
+    char key[160];
+    int free_slot = -1;
+
+    snprintf(key, sizeof(key), "%.*s", (int)n, url);
+    for (int i = 0; i < NOTIFY_ENDPOINTS; i++) {
+        if (strcmp(nt->endpoints[i].key, key) == 0)
+            return i;
+        if (free_slot < 0 && nt->endpoints[i].held == 0)
+            free_slot = i;
+    }
+    if (free_slot >= 0)
+        snprintf(nt->endpoints[free_slot].key, sizeof(nt->endpoints[free_slot].key), "%s", key);
+    return free_slot;
+}
 
 /* Reads the notification and the order now, so that the webhook carries the order's
  * current state. 0 = submitted, 1 = nothing to send (acked), -1 = transient (requeue). */
@@ -145,6 +177,12 @@ static int start_attempt(struct notifier *nt, db_conn *db, mq_conn **pub, webhoo
         free(o);
         return rc;
     }
+    a->endpoint = endpoint_slot(nt, a->n.notify_url);
+    if (a->endpoint >= 0 && nt->endpoints[a->endpoint].held >= NOTIFY_HELD_PER_ENDPOINT) {
+        free(a);
+        free(o);
+        return 3; /* deferred: the endpoint is saturated */
+    }
     memset(&req, 0, sizeof(req));
     req.body = notify_build_body(&a->n, o, &req.body_len);
     req.headers =
@@ -158,6 +196,8 @@ static int start_attempt(struct notifier *nt, db_conn *db, mq_conn **pub, webhoo
         free(a);
         return -1;
     }
+    if (a->endpoint >= 0)
+        nt->endpoints[a->endpoint].held++;
     metric_add(nt->stats->webhooks_in_flight, 1);
     return 0;
 }
@@ -235,6 +275,8 @@ static void finish_attempt(struct notifier *nt, db_conn *db, mq_conn *cons, mq_c
     int rc, attempts = 0, done = 0;
 
     metric_add(nt->stats->webhooks_in_flight, -1);
+    if (a->endpoint >= 0)
+        nt->endpoints[a->endpoint].held--;
     metric_observe(nt->stats->webhook_seconds, (double)r->latency_us / 1e6);
     metric_inc(r->ok ? nt->stats->webhooks_delivered : nt->stats->webhooks_failed);
     memset(&rec, 0, sizeof(rec));
@@ -385,6 +427,18 @@ static void *thread_main(void *arg)
                      : -1;
             json_object_put(o);
             free(b64);
+        }
+        if (rc == 3) {
+            /* Saturated endpoint: back to the first delay queue for a moment (confirmed),
+             * then acked, so the prefetch window stays open for other businesses. */
+            char queue[TOPOLOGY_NAME_MAX];
+            int64_t wait = NOTIFY_DEFER_MS;
+            if (wait > TOPOLOGY_RETRY_TTL(cfg->retry_delays_ms[0]))
+                wait = TOPOLOGY_RETRY_TTL(cfg->retry_delays_ms[0]);
+            topology_retry_queue_name(1, cfg->retry_delays_ms[0], queue, sizeof(queue));
+            rc = publish(nt, &pub, queue, m.body, m.message_id, wait, &e) == 0 ? 1 : -1;
+            if (rc == 1)
+                metric_inc(nt->stats->webhooks_deferred);
         }
         if (rc == 1)
             rc = mq_ack(cons, m.delivery_tag, &e);

@@ -53,6 +53,8 @@ void worker_stats_init(struct worker_stats *s)
         metrics_counter(r, "paynotify_worker_webhooks_total", NULL, "outcome=\"retry_scheduled\"");
     s->webhooks_dead =
         metrics_counter(r, "paynotify_worker_webhooks_total", NULL, "outcome=\"dead\"");
+    s->webhooks_deferred = metrics_counter(r, "paynotify_worker_webhooks_total", NULL,
+                                           "outcome=\"deferred_endpoint_busy\"");
     s->webhook_seconds = metrics_histogram(r, "paynotify_worker_webhook_seconds",
                                            "Latency of business webhook requests.", NULL,
                                            METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);

@@ -23,6 +23,7 @@ struct worker_stats {
     metric *webhooks_delivered;
     metric *webhooks_failed;
     metric *webhooks_skipped;
+    metric *webhooks_deferred;        /* endpoint saturated: back to a delay queue, no attempt */
     metric *webhooks_retry_scheduled; /* moved to a delay queue */
     metric *webhooks_dead;
     /* retries exhausted: dead queue, FAILED, alert */ /* already DELIVERED: not sent again */
