@@ -255,11 +255,12 @@ class Bench:
 
     def proc_env(self, vhost, extra=None):
         env = dict(self.env)
+        # The product's default retry schedule: in the isolation run the hanging endpoint's
+        # failed attempts and deferrals go through the same delay queues as in production.
+        env.pop("PAYNOTIFY_RETRY_DELAYS", None)
         env.update({"PAYNOTIFY_CONFIG": self.config,
                     "PAYNOTIFY_AMQP_URL": self.amqp_url(vhost),
-                    "PAYNOTIFY_NOTIFY_TIMEOUT": NOTIFY_TIMEOUT,
-                    # One retry, long after the run: failed attempts wait in a delay queue.
-                    "PAYNOTIFY_RETRY_DELAYS": "10m"})
+                    "PAYNOTIFY_NOTIFY_TIMEOUT": NOTIFY_TIMEOUT})
         env.update(extra or {})
         return env
 
@@ -866,8 +867,10 @@ class Bench:
                 for w in workers)
         counters["webhooks_delivered"] = sum(self.metric(
             w, "paynotify_worker_webhooks_total{outcome=\"delivered\"}") or 0 for w in workers)
-        counters["webhooks_failed"] = sum(self.metric(
-            w, "paynotify_worker_webhooks_total{outcome=\"failed\"}") or 0 for w in workers)
+        for outcome in ("failed", "deferred_endpoint_busy"):
+            counters[f"webhooks_{outcome}"] = sum(self.metric(
+                w, f"paynotify_worker_webhooks_total{{outcome=\"{outcome}\"}}") or 0
+                for w in workers)
         hwm = {"receiver": recv.hwm_kb(), "worker": max(w.hwm_kb() or 0 for w in workers)}
         recv.stop()
         for w in workers:
@@ -1194,6 +1197,11 @@ class Bench:
             row(f"isolation: healthy half delivered by {2 + self.m['iso_eventual_s']} s after "
                 "the end of the load (workers still running)",
                 f"{i['healthy_delivered_eventually']}/{i['callbacks_by_business']['bench-a']}")
+            c = i.get("counters", {})
+            row("isolation: hanging endpoint's attempts started / failed / deferred "
+                "(endpoint busy)",
+                f"{i.get('hanging_attempts_started')} / {c.get('webhooks_failed', 'n/a'):.0f} / "
+                f"{c.get('webhooks_deferred_endpoint_busy', 'n/a'):.0f}")
             row("isolation: healthy webhooks per second of the run (hanging endpoint's "
                 "attempts per second)",
                 " ".join(f"{a}({b})" for a, b in zip(i.get("healthy_per_second", []),
