@@ -12,6 +12,7 @@
 #include "common/crypto.h"
 #include "common/jsonx.h"
 #include "common/money.h"
+#include "common/xalloc.h"
 
 #define MAX_V1 8
 
@@ -149,8 +150,8 @@ static void *stripe_config_load(const char *json, const char *where, const char 
         errbuf_set(e, ERRBUF_PERMANENT, "%s.webhook_secret: expected a whsec_... secret", where);
         goto fail;
     }
-    if (c->api_url == NULL && (c->api_url = strdup("https://api.stripe.com")) == NULL)
-        abort();
+    if (c->api_url == NULL)
+        c->api_url = xstrdup("https://api.stripe.com");
     if (jsonx_check_http_url(c->api_url, where, "api_url", e) != 0)
         goto fail;
     json_object_put(o);

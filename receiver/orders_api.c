@@ -14,6 +14,7 @@
 #include "common/money.h"
 #include "receiver/app.h"
 #include "store/orders.h"
+#include "common/xalloc.h"
 
 struct order_work {
     uv_work_t work;
@@ -117,9 +118,7 @@ static int take_string(json_object *o, const char *key, int required, size_t max
         snprintf(msg, mlen, "%s must not contain NUL", key);
         return -1;
     }
-    strings[slot] = strdup(json_object_get_string(v));
-    if (strings[slot] == NULL)
-        abort();
+    strings[slot] = xstrdup(json_object_get_string(v));
     *out = strings[slot];
     return 0;
 }

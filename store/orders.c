@@ -11,6 +11,7 @@
 #include "common/crypto.h"
 #include "store/alerts.h"
 #include "store/refunds.h"
+#include "common/xalloc.h"
 
 #define ORDER_COLUMNS                                                                           \
     "id, business, business_order_id, amount, currency, channel, subject, notify_url,"          \
@@ -164,10 +165,8 @@ char *orders_to_json(const struct order *o)
     json_object_object_add(j, "notify_last_error", jstr_or_null(o->notify_last_error));
     json_object_object_add(j, "created_at", json_object_new_string(o->created_at));
     json_object_object_add(j, "updated_at", json_object_new_string(o->updated_at));
-    out = strdup(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
+    out = xstrdup(json_object_to_json_string_ext(j, JSON_C_TO_STRING_PLAIN));
     json_object_put(j);
-    if (out == NULL)
-        abort();
     return out;
 }
 
