@@ -26,6 +26,7 @@
 #include "queue/topology.h"
 #include "store/kv.h"
 #include "store/orders.h"
+#include "store/outbox.h"
 #include "worker/stats.h"
 
 /* Longer than any provider's retry window (Stripe: 3 days). */

@@ -23,6 +23,7 @@
 #include "store/alerts.h"
 #include "store/db.h"
 #include "store/orders.h"
+#include "store/outbox.h"
 #include "worker/retry.h"
 #include "worker/stats.h"
 #include "worker/webhook.h"

@@ -16,6 +16,7 @@
 #include "store/alerts.h"
 #include "store/db.h"
 #include "store/orders.h"
+#include "store/outbox.h"
 #include "worker/stats.h"
 
 #define SWEEP_BATCH 100

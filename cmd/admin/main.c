@@ -16,6 +16,7 @@
 #include "store/db.h"
 #include "store/migrate.h"
 #include "store/orders.h"
+#include "store/outbox.h"
 
 static void usage(void)
 {

@@ -2,6 +2,7 @@
  * outbox_message_parse), which anyone who can publish to the notify queue controls.
  * An accepted id must be positive and survive outbox_message() -> parse. */
 #include "store/orders.h"
+#include "store/outbox.h"
 #include "tests/fuzz/fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
