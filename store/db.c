@@ -359,3 +359,148 @@ int db_exec_script(db_conn *c, const char *sql, struct errbuf *e)
     } while (status == 0);
     return 0;
 }
+
+struct db_batch {
+    db_conn *c;
+    int begin;
+    int n, failed_at;
+    struct sbuf sql;
+    struct {
+        int64_t affected, insert_id;
+        db_rows *rows;
+    } st[DB_BATCH_MAX];
+};
+
+db_batch *db_batch_new(db_conn *c, int begin)
+{
+    db_batch *b = calloc(1, sizeof(*b));
+
+    if (b == NULL)
+        abort();
+    b->c = c;
+    b->begin = begin;
+    b->failed_at = -1;
+    if (begin)
+        sb_add(&b->sql, "START TRANSACTION", 17);
+    return b;
+}
+
+void db_batch_addf(db_batch *b, const char *fmt, ...)
+{
+    va_list ap;
+    size_t len;
+    char *one;
+
+    if (b->n >= DB_BATCH_MAX)
+        abort(); /* a bug in our own code */
+    /* Escaping needs a live handle; a broken one is rebuilt by db_batch_run() first, and
+     * mysql_real_escape_string() only reads the character set from it. */
+    va_start(ap, fmt);
+    one = build(b->c, fmt, ap, &len);
+    va_end(ap);
+    if (b->sql.len > 0)
+        sb_add(&b->sql, ";", 1);
+    sb_add(&b->sql, one, len);
+    free(one);
+    b->n++;
+}
+
+int db_batch_count(const db_batch *b)
+{
+    return b->n;
+}
+
+/* Keeps statement k's result (k = -1 for the START TRANSACTION). */
+static int batch_collect(db_batch *b, int k, struct errbuf *e)
+{
+    MYSQL *my = b->c->my;
+    MYSQL_RES *res = mysql_store_result(my);
+
+    if (res == NULL && mysql_field_count(my) != 0) {
+        set_error(b->c, e, "store result");
+        return -1;
+    }
+    if (k < 0) {
+        if (res != NULL)
+            mysql_free_result(res);
+        b->c->in_tx = 1;
+        return 0;
+    }
+    b->st[k].affected = res ? 0 : (int64_t)mysql_affected_rows(my);
+    b->st[k].insert_id = (int64_t)mysql_insert_id(my);
+    if (res != NULL) {
+        b->st[k].rows = calloc(1, sizeof(db_rows));
+        if (b->st[k].rows == NULL)
+            abort();
+        b->st[k].rows->res = res;
+    }
+    return 0;
+}
+
+int db_batch_run(db_batch *b, struct errbuf *e)
+{
+    db_conn *c = b->c;
+    int k = b->begin ? -1 : 0, last = b->n - 1, status;
+
+    if (ensure(c, e) != 0) {
+        b->failed_at = 0;
+        return -1;
+    }
+    if (mysql_real_query(c->my, b->sql.p, (unsigned long)b->sql.len) == 0) {
+        for (;;) {
+            if (batch_collect(b, k, e) != 0) {
+                b->failed_at = k < 0 ? 0 : k;
+                return -1;
+            }
+            status = mysql_next_result(c->my);
+            if (status < 0) { /* no more results */
+                if (k == last)
+                    return 0;
+                errbuf_set(e, ERRBUF_PERMANENT, "mysql batch: %d results for %d statements", k + 1,
+                           b->n);
+                b->failed_at = k + 1;
+                return -1;
+            }
+            k++;
+            if (status > 0)
+                break; /* statement k failed */
+        }
+    }
+    b->failed_at = k < 0 ? 0 : k;
+    if (mysql_errno(c->my) == ER_DUP_ENTRY) {
+        errbuf_set(e, ERRBUF_PERMANENT, "mysql: duplicate key: %s", mysql_error(c->my));
+        return DB_DUPLICATE;
+    }
+    set_error(c, e, "batch");
+    return -1;
+}
+
+int db_batch_failed_at(const db_batch *b)
+{
+    return b->failed_at;
+}
+
+int64_t db_batch_affected(const db_batch *b, int i)
+{
+    return i >= 0 && i < b->n ? b->st[i].affected : -1;
+}
+
+int64_t db_batch_insert_id(const db_batch *b, int i)
+{
+    return i >= 0 && i < b->n ? b->st[i].insert_id : 0;
+}
+
+db_rows *db_batch_rows(db_batch *b, int i)
+{
+    return i >= 0 && i < b->n ? b->st[i].rows : NULL;
+}
+
+void db_batch_free(db_batch *b)
+{
+    if (b == NULL)
+        return;
+    for (int i = 0; i < b->n; i++)
+        db_rows_free(b->st[i].rows);
+    free(b->sql.p);
+    free(b);
+}

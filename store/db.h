@@ -45,6 +45,25 @@ int db_begin(db_conn *c, struct errbuf *e);
 int db_commit(db_conn *c, struct errbuf *e);
 void db_rollback(db_conn *c); /* never fails: a broken connection is dropped instead */
 
+/* A batch: several statements sent in ONE round trip and run in order; the first one that
+ * fails stops the rest. Built with db_batch_addf() (same formats as db_execf); with
+ * begin = 1 a START TRANSACTION runs first and the connection is in a transaction afterwards
+ * (even when a later statement failed: end it with db_commit() or db_rollback()). The batch
+ * owns the result sets it returns; free everything with db_batch_free(). */
+typedef struct db_batch db_batch;
+#define DB_BATCH_MAX 16
+db_batch *db_batch_new(db_conn *c, int begin);
+void db_batch_addf(db_batch *b, const char *fmt, ...); /* aborts beyond DB_BATCH_MAX */
+int db_batch_count(const db_batch *b);
+/* 0 when every statement ran; DB_DUPLICATE or -1 (with *e) when one failed, and
+ * db_batch_failed_at() then names it (0-based, in the order added). */
+int db_batch_run(db_batch *b, struct errbuf *e);
+int db_batch_failed_at(const db_batch *b);
+int64_t db_batch_affected(const db_batch *b, int i);  /* rows changed by statement i */
+int64_t db_batch_insert_id(const db_batch *b, int i); /* AUTO_INCREMENT id it generated */
+db_rows *db_batch_rows(db_batch *b, int i);           /* its result set, NULL if none; owned by b */
+void db_batch_free(db_batch *b);                      /* NULL-safe */
+
 /* Runs a script of several ;-separated statements (migrations). */
 int db_exec_script(db_conn *c, const char *sql, struct errbuf *e);
 
