@@ -12,25 +12,49 @@
 
 struct kv_conn {
     redisContext *rc;
+    char begin_sha[41], end_sha[41]; /* the scripts as loaded on this connection */
     struct url url;
     int db;
     int timeout_ms;
 };
 
-/* INCR, and set the expiry only when this call created the counter, atomically. */
-static const char lock_script[] = "local n = redis.call('INCR', KEYS[1]) "
-                                  "if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end "
-                                  "return n";
-/* DECR, deleting the key when it reaches zero so no counter lingers. */
-static const char unlock_script[] = "local n = redis.call('DECR', KEYS[1]) "
-                                    "if n <= 0 then redis.call('DEL', KEYS[1]) end "
-                                    "return n";
+/* Before applying, in one round trip: 1 = the event was applied already; 2 = another job
+ * holds the order (nothing taken); 0 = not seen, and the order lock (KEYS[2], when given)
+ * taken with token ARGV[2] for ARGV[1] ms, so a crashed holder cannot keep it. */
+static const char begin_script[] =
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end "
+    "if KEYS[2] and not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return 2 end "
+    "return 0";
+/* After: marks the event applied for ARGV[2] s when ARGV[1] is 1, and frees the lock
+ * (KEYS[2], when given) if it still holds our token ARGV[3]. */
+static const char end_script[] =
+    "if ARGV[1] == '1' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[2]) end "
+    "if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end "
+    "return 0";
 
 static void drop(kv_conn *k)
 {
     if (k->rc != NULL)
         redisFree(k->rc);
     k->rc = NULL;
+}
+
+/* SCRIPT LOAD, so that calls send the script's SHA1 instead of its text. */
+static int load_script(kv_conn *k, const char *script, char *sha, struct errbuf *e)
+{
+    redisReply *r = redisCommand(k->rc, "SCRIPT LOAD %s", script);
+    int ok = r != NULL && r->type == REDIS_REPLY_STRING && r->len == 40;
+
+    if (ok)
+        memcpy(sha, r->str, 41);
+    else
+        errbuf_set(e, ERRBUF_TRANSIENT, "redis SCRIPT LOAD failed: %s",
+                   r == NULL                      ? k->rc->errstr
+                   : r->type == REDIS_REPLY_ERROR ? r->str
+                                                  : "bad reply");
+    if (r != NULL)
+        freeReplyObject(r);
+    return ok ? 0 : -1;
 }
 
 static int ensure(kv_conn *k, struct errbuf *e)
@@ -69,6 +93,11 @@ static int ensure(kv_conn *k, struct errbuf *e)
             return -1;
         }
         freeReplyObject(r);
+    }
+    if (load_script(k, begin_script, k->begin_sha, e) != 0 ||
+        load_script(k, end_script, k->end_sha, e) != 0) {
+        drop(k);
+        return -1;
     }
     return 0;
 }
@@ -131,49 +160,92 @@ int kv_ping(kv_conn *k, struct errbuf *e)
     return 0;
 }
 
-int kv_event_seen(kv_conn *k, const char *channel, const char *event_id, struct errbuf *e)
+/* Runs a loaded script with argv (keys first). A server that lost its scripts (SCRIPT FLUSH)
+ * answers NOSCRIPT: they are loaded again and the call repeated once. */
+static redisReply *run_script(kv_conn *k, int which_end, int argc, const char **argv,
+                              struct errbuf *e)
 {
-    redisReply *r = command(k, e, "EXISTS pn:evt:%s:%s", channel, event_id);
-    int seen;
-
-    if (r == NULL)
-        return -1;
-    seen = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
-    freeReplyObject(r);
-    return seen;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        redisReply *r;
+        if (ensure(k, e) != 0)
+            return NULL;
+        argv[0] = "EVALSHA";
+        argv[1] = which_end ? k->end_sha : k->begin_sha;
+        r = redisCommandArgv(k->rc, argc, argv, NULL);
+        if (r == NULL) {
+            errbuf_set(e, ERRBUF_TRANSIENT, "redis: %s", k->rc->errstr);
+            drop(k);
+            return NULL;
+        }
+        if (r->type != REDIS_REPLY_ERROR)
+            return r;
+        errbuf_set(e, ERRBUF_TRANSIENT, "redis: %.200s", r->str);
+        if (attempt == 0 && strncmp(r->str, "NOSCRIPT", 8) == 0 &&
+            load_script(k, begin_script, k->begin_sha, e) == 0 &&
+            load_script(k, end_script, k->end_sha, e) == 0) {
+            freeReplyObject(r);
+            continue;
+        }
+        freeReplyObject(r);
+        return NULL;
+    }
+    return NULL;
 }
 
-int kv_event_mark(kv_conn *k, const char *channel, const char *event_id, int ttl_s,
-                  struct errbuf *e)
+int kv_event_begin(kv_conn *k, const char *channel, const char *event_id, const char *order_id,
+                   const char *token, int lock_ttl_ms, struct errbuf *e)
 {
-    redisReply *r = command(k, e, "SET pn:evt:%s:%s 1 EX %d", channel, event_id, ttl_s);
+    char seen[320], lock[128], ttl[24];
+    const char *argv[7] = {NULL, NULL, NULL, seen, lock, ttl, token};
+    int lockit = order_id != NULL && order_id[0] != '\0';
+    redisReply *r;
+    int rc;
+
+    snprintf(seen, sizeof(seen), "pn:evt:%s:%s", channel, event_id);
+    snprintf(lock, sizeof(lock), "pn:lock:%s", order_id ? order_id : "");
+    snprintf(ttl, sizeof(ttl), "%d", lock_ttl_ms);
+    argv[2] = lockit ? "2" : "1";
+    if (!lockit) {
+        argv[4] = ttl;
+        argv[5] = token;
+    }
+    r = run_script(k, 0, lockit ? 7 : 6, argv, e);
+    if (r == NULL)
+        return -1;
+    rc = r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
+    freeReplyObject(r);
+    if (rc < 0 || rc > 2)
+        errbuf_set(e, ERRBUF_TRANSIENT, "redis: unexpected reply to the begin script");
+    return rc >= 0 && rc <= 2 ? rc : -1;
+}
+
+int kv_event_end(kv_conn *k, const char *channel, const char *event_id, int mark, int seen_ttl_s,
+                 const char *order_id, const char *token, struct errbuf *e)
+{
+    char seen[320], lock[128], ttl[24];
+    const char *argv[8] = {NULL, NULL, NULL, seen, lock, mark ? "1" : "0", ttl, token};
+    int unlock = order_id != NULL && order_id[0] != '\0';
+    redisReply *r;
+
+    snprintf(seen, sizeof(seen), "pn:evt:%s:%s", channel, event_id);
+    snprintf(lock, sizeof(lock), "pn:lock:%s", order_id ? order_id : "");
+    snprintf(ttl, sizeof(ttl), "%d", seen_ttl_s);
+    argv[2] = unlock ? "2" : "1";
+    if (!unlock) {
+        argv[4] = argv[5];
+        argv[5] = argv[6];
+        argv[6] = argv[7];
+    }
+    r = run_script(k, 1, unlock ? 8 : 7, argv, e);
     if (r == NULL)
         return -1;
     freeReplyObject(r);
     return 0;
 }
 
-int kv_order_lock(kv_conn *k, const char *order_id, int ttl_ms, struct errbuf *e)
+int kv_script_flush_for_tests(kv_conn *k, struct errbuf *e)
 {
-    redisReply *r = command(k, e, "EVAL %s 1 pn:lock:%s %d", lock_script, order_id, ttl_ms);
-    long long n;
-
-    if (r == NULL)
-        return -1;
-    n = r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
-    freeReplyObject(r);
-    if (n == 1)
-        return 0;
-    /* Somebody holds it: give our increment back so the holder's DECR frees it. */
-    r = command(k, e, "EVAL %s 1 pn:lock:%s", unlock_script, order_id);
-    if (r != NULL)
-        freeReplyObject(r);
-    return 1;
-}
-
-int kv_order_unlock(kv_conn *k, const char *order_id, struct errbuf *e)
-{
-    redisReply *r = command(k, e, "EVAL %s 1 pn:lock:%s", unlock_script, order_id);
+    redisReply *r = command(k, e, "SCRIPT FLUSH");
     if (r == NULL)
         return -1;
     freeReplyObject(r);

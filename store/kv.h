@@ -1,6 +1,6 @@
 /* store/kv.h: Redis fast paths: "provider event already applied" markers and the
- * per-order INCR/DECR lock. Redis is an optimisation; MySQL unique keys and CAS are the
- * truth, so every caller must stay correct when these calls fail. One conn per thread. */
+ * per-order lock (SET NX PX with a token). Redis is an optimisation; MySQL unique keys and CAS are
+ * the truth, so every caller must stay correct when these calls fail. One conn per thread. */
 #ifndef PAYNOTIFY_STORE_KV_H
 #define PAYNOTIFY_STORE_KV_H
 
@@ -14,15 +14,19 @@ kv_conn *kv_open(const char *url, int timeout_ms, struct errbuf *e);
 void kv_close(kv_conn *k); /* NULL-safe */
 int kv_ping(kv_conn *k, struct errbuf *e);
 
-/* 1 if the provider event was marked applied, 0 if not, -1 on error. */
-int kv_event_seen(kv_conn *k, const char *channel, const char *event_id, struct errbuf *e);
-/* Marks the event applied for ttl_s seconds (set after the MySQL commit only). */
-int kv_event_mark(kv_conn *k, const char *channel, const char *event_id, int ttl_s,
-                  struct errbuf *e);
-/* INCR the order's counter (with an expiry so a crashed holder cannot keep it):
- * 0 = acquired, 1 = busy (counter already taken back), -1 = error. */
-int kv_order_lock(kv_conn *k, const char *order_id, int ttl_ms, struct errbuf *e);
-/* DECR the counter taken by kv_order_lock() == 0. */
-int kv_order_unlock(kv_conn *k, const char *order_id, struct errbuf *e);
+/* Before applying a provider event, one round trip: 1 = the event was marked applied (a
+ * duplicate; nothing taken); 2 = another job holds the order (nothing taken); 0 = not seen,
+ * and the order's lock is taken with token (unique per job) for lock_ttl_ms, so a crashed
+ * holder cannot keep it (order_id NULL or "" = no lock); -1 = error (nothing taken). */
+int kv_event_begin(kv_conn *k, const char *channel, const char *event_id, const char *order_id,
+                   const char *token, int lock_ttl_ms, struct errbuf *e);
+/* After, one round trip: marks the event applied for seen_ttl_s seconds when mark (only after
+ * the MySQL commit), and frees the order's lock if it still holds token (order_id NULL or
+ * "" = no lock to free). 0 or -1. */
+int kv_event_end(kv_conn *k, const char *channel, const char *event_id, int mark, int seen_ttl_s,
+                 const char *order_id, const char *token, struct errbuf *e);
+
+/* SCRIPT FLUSH on the server (tests: the next call must load the scripts again). */
+int kv_script_flush_for_tests(kv_conn *k, struct errbuf *e);
 
 #endif

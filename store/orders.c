@@ -305,34 +305,45 @@ static int queue_anomaly(db_conn *db, const char *channel, const struct pay_even
                : 0;
 }
 
+/* What the PAY update below does to the row, done to the copy read under the row lock, so
+ * that the outbox payload needs no second read. */
+static void mark_paid(struct order *o, const char *txn_id, const char *now)
+{
+    copy(o->status, sizeof(o->status), "PAID");
+    copy(o->provider_txn_id, sizeof(o->provider_txn_id), txn_id);
+    copy_time(o->paid_at, sizeof(o->paid_at), now);
+    copy(o->notify_status, sizeof(o->notify_status), "PENDING");
+    o->version++;
+    copy_time(o->updated_at, sizeof(o->updated_at), now);
+}
+
 int orders_apply_event(db_conn *db, const char *channel, const struct pay_event *ev,
                        const char *callback_id, const char *raw, struct apply_result *res,
                        struct errbuf *e)
 {
     char now[32], amount_s[24], detail[256];
-    db_rows *r = NULL;
+    db_batch *b;
+    db_rows *r;
     struct order o;
     enum order_status status = ORDER_PENDING;
-    int found, rc = -1;
-    int64_t n;
-    const char *etype;
+    int found, rc = -1, pay, outbox_k = -1;
 
     memset(res, 0, sizeof(*res));
     res->decision = ORDER_DECIDE_RECORD;
     detail[0] = '\0';
     clock_format_sql(clock_now_ms(), now, sizeof(now));
-    if (db_begin(db, e) != 0)
-        return -1;
-    /* The row lock serialises every event of this order, whatever Redis said. */
-    r = db_queryf(db, e, "SELECT " ORDER_COLUMNS " FROM orders WHERE id = %s FOR UPDATE",
-                  ev->order_id);
-    if (r == NULL)
+    /* Round trip 1: begin, and lock the order row; it serialises every event of this order,
+     * whatever Redis said. */
+    b = db_batch_new(db, 1);
+    db_batch_addf(b, "SELECT " ORDER_COLUMNS " FROM orders WHERE id = %s FOR UPDATE", ev->order_id);
+    if (db_batch_run(b, e) != 0)
         goto out;
-    found = db_rows_next(r);
+    r = db_batch_rows(b, 0);
+    found = r != NULL && db_rows_next(r);
     if (found)
         row_to_order(r, &o);
-    db_rows_free(r);
-    r = NULL;
+    db_batch_free(b);
+    b = NULL;
     if (!found && ev->order_id[0] == '\0') {
         snprintf(detail, sizeof(detail), "event carries no order id");
     } else if (!found) {
@@ -353,47 +364,59 @@ int orders_apply_event(db_conn *db, const char *channel, const struct pay_event 
             snprintf(detail, sizeof(detail), "order paid by %.100s, new transaction %.100s",
                      o.provider_txn_id, ev->txn_id);
     }
+    pay = res->decision == ORDER_DECIDE_PAY && found;
     snprintf(amount_s, sizeof(amount_s), "%lld", (long long)ev->amount);
-    n = db_execf(db, e,
-                 "INSERT INTO payment_log (channel, kind, provider_event_id, event_type, order_id,"
-                 " provider_txn_id, amount, currency, outcome, detail, callback_id, raw,"
-                 " created_at) VALUES (%s, 'callback', %s, %s, %s, %s, %r, %s, %s, %s, %s, %s,"
-                 " %s)",
-                 channel, ev->event_id, ev->event_type, ev->order_id[0] ? ev->order_id : NULL,
-                 ev->txn_id[0] ? ev->txn_id : NULL, ev->amount >= 0 ? amount_s : "NULL",
-                 ev->currency[0] ? ev->currency : NULL,
-                 res->unknown_order ? "unknown_order" : orderstate_decision_name(res->decision),
-                 detail[0] ? detail : NULL, callback_id, raw, now);
-    if (n == DB_DUPLICATE) {
+    /* Round trip 2: the payment log row (its unique key turns a replay into a duplicate),
+     * and for a payment the CAS update and the outbox row. */
+    b = db_batch_new(db, 0);
+    db_batch_addf(b,
+                  "INSERT INTO payment_log (channel, kind, provider_event_id, event_type, order_id,"
+                  " provider_txn_id, amount, currency, outcome, detail, callback_id, raw,"
+                  " created_at) VALUES (%s, 'callback', %s, %s, %s, %s, %r, %s, %s, %s, %s, %s,"
+                  " %s)",
+                  channel, ev->event_id, ev->event_type, ev->order_id[0] ? ev->order_id : NULL,
+                  ev->txn_id[0] ? ev->txn_id : NULL, ev->amount >= 0 ? amount_s : "NULL",
+                  ev->currency[0] ? ev->currency : NULL,
+                  res->unknown_order ? "unknown_order" : orderstate_decision_name(res->decision),
+                  detail[0] ? detail : NULL, callback_id, raw, now);
+    if (pay) {
+        db_batch_addf(b,
+                      "UPDATE orders SET status = 'PAID', provider_txn_id = %s, paid_at = %s,"
+                      " notify_status = 'PENDING', version = version + 1, updated_at = %s"
+                      " WHERE id = %s AND version = %d AND status = 'PENDING'",
+                      ev->txn_id, now, now, o.id, o.version);
+        mark_paid(&o, ev->txn_id, now);
+        outbox_k = outbox_insert_add(b, &o, event_type_for(res->decision), now, res->webhook_id, e);
+        if (outbox_k < 0)
+            goto out;
+    }
+    rc = db_batch_run(b, e);
+    if (rc == DB_DUPLICATE && db_batch_failed_at(b) == 0) {
         /* Already applied by an earlier delivery: nothing more to do. */
         res->duplicate_event = 1;
+        db_batch_free(b);
         db_rollback(db);
         return 0;
     }
-    if (n < 0)
+    if (rc != 0) {
+        if (rc == DB_DUPLICATE) /* a webhook id collision: another id next time */
+            e->kind = ERRBUF_TRANSIENT;
+        rc = -1;
         goto out;
+    }
+    rc = -1;
+    if (pay && db_batch_affected(b, 1) != 1) {
+        errbuf_set(e, ERRBUF_TRANSIENT, "order %s changed under us (CAS lost)", o.id);
+        goto out;
+    }
+    if (pay)
+        res->notification_id = db_batch_insert_id(b, outbox_k);
     if (queue_anomaly(db, channel, ev, found ? &o : NULL, res, e) != 0)
         goto out;
-    etype = event_type_for(res->decision);
-    if (res->decision == ORDER_DECIDE_PAY && found) {
-        n = db_execf(db, e,
-                     "UPDATE orders SET status = 'PAID', provider_txn_id = %s, paid_at = %s,"
-                     " notify_status = 'PENDING', version = version + 1, updated_at = %s"
-                     " WHERE id = %s AND version = %d AND status = 'PENDING'",
-                     ev->txn_id, now, now, o.id, o.version);
-        if (n < 0)
-            goto out;
-        if (n != 1) {
-            errbuf_set(e, ERRBUF_TRANSIENT, "order %s changed under us (CAS lost)", o.id);
-            goto out;
-        }
-        if (orders_get(db, o.id, &o, e) != 0)
-            goto out;
-        if (outbox_insert(db, &o, etype, now, &res->notification_id, res->webhook_id, e) != 0)
-            goto out;
-    }
+    /* Round trip 3. */
     rc = db_commit(db, e);
 out:
+    db_batch_free(b);
     /* Never leave a transaction open: the next job reuses this connection. */
     if (rc != 0)
         db_rollback(db);

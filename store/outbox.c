@@ -8,6 +8,7 @@
 
 #include "common/clock.h"
 #include "common/crypto.h"
+#include "common/xalloc.h"
 
 static void copy(char *dst, size_t cap, const char *src)
 {
@@ -22,32 +23,37 @@ static void copy_time(char *dst, size_t cap, const char *sql)
         clock_sql_to_rfc3339(sql, dst, cap);
 }
 
-int outbox_insert(db_conn *db, const struct order *o, const char *event_type, const char *now,
-                  int64_t *id, char *webhook_id, struct errbuf *e)
+int outbox_insert_add(db_batch *b, const struct order *o, const char *event_type, const char *now,
+                      char *webhook_id, struct errbuf *e)
 {
     char *payload;
-    int64_t n;
-    db_rows *r;
 
     if (crypto_random_id("msg_", 12, webhook_id) != 0) {
         errbuf_set(e, ERRBUF_TRANSIENT, "random id generation failed");
         return -1;
     }
     payload = orders_to_json(o);
-    n = db_execf(db, e,
-                 "INSERT INTO notifications (webhook_id, order_id, business, event_type,"
-                 " notify_url, payload, status, attempts, created_at, updated_at) VALUES"
-                 " (%s, %s, %s, %s, %s, %s, 'PENDING', 0, %s, %s)",
-                 webhook_id, o->id, o->business, event_type, o->notify_url, payload, now, now);
+    db_batch_addf(b,
+                  "INSERT INTO notifications (webhook_id, order_id, business, event_type,"
+                  " notify_url, payload, status, attempts, created_at, updated_at) VALUES"
+                  " (%s, %s, %s, %s, %s, %s, 'PENDING', 0, %s, %s)",
+                  webhook_id, o->id, o->business, event_type, o->notify_url, payload, now, now);
     free(payload);
-    if (n < 0)
-        return -1;
-    r = db_queryf(db, e, "SELECT LAST_INSERT_ID()");
-    if (r == NULL)
-        return -1;
-    *id = db_rows_next(r) ? db_rows_int(r, 0) : 0;
-    db_rows_free(r);
-    return 0;
+    return db_batch_count(b) - 1;
+}
+
+int outbox_insert(db_conn *db, const struct order *o, const char *event_type, const char *now,
+                  int64_t *id, char *webhook_id, struct errbuf *e)
+{
+    db_batch *b = db_batch_new(db, 0);
+    int k = outbox_insert_add(b, o, event_type, now, webhook_id, e), rc = -1;
+
+    if (k >= 0 && db_batch_run(b, e) == 0) {
+        *id = db_batch_insert_id(b, k);
+        rc = 0;
+    }
+    db_batch_free(b);
+    return rc;
 }
 
 int outbox_get(db_conn *db, int64_t id, struct notification *n, struct errbuf *e)
@@ -87,6 +93,25 @@ int outbox_mark_published(db_conn *db, int64_t id, struct errbuf *e)
                     now, (long long)id) < 0
                ? -1
                : 0;
+}
+
+int outbox_mark_published_many(db_conn *db, const int64_t *ids, int n, struct errbuf *e)
+{
+    char now[32], *list, *p;
+    int64_t rc;
+
+    if (n <= 0)
+        return 0;
+    p = list = xmalloc((size_t)n * 24 + 1);
+    for (int i = 0; i < n; i++)
+        p += sprintf(p, "%s%lld", i ? "," : "", (long long)ids[i]);
+    clock_format_sql(clock_now_ms(), now, sizeof(now));
+    rc = db_execf(db, e,
+                  "UPDATE notifications SET published_at = %s WHERE id IN (%r) AND"
+                  " published_at IS NULL",
+                  now, list);
+    free(list);
+    return rc < 0 ? -1 : 0;
 }
 
 int outbox_record_attempt(db_conn *db, const struct notification *n, const struct outbox_attempt *a,

@@ -26,6 +26,8 @@ struct notification {
 /* 0 found, 1 not found, -1 error. */
 int outbox_get(db_conn *db, int64_t id, struct notification *n, struct errbuf *e);
 int outbox_mark_published(db_conn *db, int64_t id, struct errbuf *e);
+/* The same for n rows in one statement (autocommit). */
+int outbox_mark_published_many(db_conn *db, const int64_t *ids, int n, struct errbuf *e);
 /* One finished webhook attempt. */
 struct outbox_attempt {
     int ok;
@@ -68,5 +70,9 @@ int outbox_message_parse(const void *body, size_t len, int64_t *id);
  * order as it is now. webhook_id (>= 65 bytes) and *id are filled. */
 int outbox_insert(db_conn *db, const struct order *o, const char *event_type, const char *now,
                   int64_t *id, char *webhook_id, struct errbuf *e);
+/* The same INSERT added to the caller's batch b (to run with the rest of its transaction):
+ * returns its statement index, whose db_batch_insert_id() is the row's id, or -1. */
+int outbox_insert_add(db_batch *b, const struct order *o, const char *event_type, const char *now,
+                      char *webhook_id, struct errbuf *e);
 
 #endif

@@ -1,11 +1,11 @@
 /* worker/job.c: applying one provider callback exactly once.
  *
  *   RECEIVED --envelope_decode, ops->verify, ops->parse--> VERIFIED
- *   VERIFIED --kv_event_seen (fast path; Redis down = skip)--> DEDUPED
- *   DEDUPED  --kv_order_lock (busy = requeue; Redis down = skip)--> LOCKED
+ *   VERIFIED --kv_event_begin: seen? else lock the order (busy = requeue; Redis down =
+ *              skip both)--> DEDUPED, LOCKED
  *   LOCKED   --orders_apply_event: payment_log + CAS + outbox, one transaction--> APPLIED
- *   APPLIED  --mq_publish_confirmed(paynotify.notify) (failure = sweeper)--> PUBLISHED
- *   PUBLISHED --kv_event_mark, kv_order_unlock--> DONE, then the caller acks
+ *   APPLIED  --announce_send(paynotify.notify), confirm read later (none = sweeper)--> PUBLISHED
+ *   PUBLISHED --kv_event_end: mark seen, unlock--> DONE, then the caller acks
  *
  * Redis only saves work: MySQL's unique key on payment_log and the CAS on orders.version
  * decide. The event is marked seen in Redis only after the commit, so a failed
@@ -25,6 +25,7 @@
 #include "queue/mq.h"
 #include "queue/topology.h"
 #include "store/kv.h"
+#include "worker/announce.h"
 #include "store/orders.h"
 #include "store/outbox.h"
 #include "worker/stats.h"
@@ -77,7 +78,7 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
     struct channel_request req;
     enum job_verdict v = JOB_PARK;
     enum job_state state = JOB_RECEIVED;
-    int locked = 0, rc;
+    int locked = 0, mark = 0, rc;
     int64_t t0;
 
     reason[0] = '\0';
@@ -104,7 +105,10 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
     }
     state = JOB_VERIFIED;
 
-    rc = kv_event_seen(c->kv, env.channel, ev.event_id, &e);
+    /* One round trip: "applied already?" and, if not, the order's lock. Redis down: both
+     * skipped, MySQL decides alone. */
+    rc = kv_event_begin(c->kv, env.channel, ev.event_id, ev.order_id, env.callback_id,
+                        JOB_LOCK_TTL_MS, &e);
     if (rc == 1) {
         redis_ok(c);
         metric_inc(c->stats->duplicates_redis);
@@ -113,25 +117,19 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
         v = JOB_ACK;
         goto out;
     }
-    if (rc < 0)
-        redis_failed(c, &e, env.callback_id);
-    else
+    if (rc == 2) {
         redis_ok(c);
-    state = JOB_DEDUPED;
-
-    if (ev.order_id[0] != '\0' && !c->redis_down) {
-        rc = kv_order_lock(c->kv, ev.order_id, JOB_LOCK_TTL_MS, &e);
-        if (rc == 1) {
-            snprintf(reason, reason_len, "order %s is busy", ev.order_id);
-            v = JOB_RETRY;
-            goto out;
-        }
-        if (rc < 0)
-            redis_failed(c, &e, env.callback_id);
-        else
-            locked = 1;
+        snprintf(reason, reason_len, "order %s is busy", ev.order_id);
+        v = JOB_RETRY;
+        goto out;
     }
-    state = JOB_LOCKED;
+    if (rc < 0) {
+        redis_failed(c, &e, env.callback_id);
+    } else {
+        redis_ok(c);
+        locked = ev.order_id[0] != '\0';
+    }
+    state = JOB_LOCKED; /* (through JOB_DEDUPED in the same round trip) */
 
     t0 = clock_mono_ms();
     if (orders_apply_event(c->db, env.channel, &ev, env.callback_id, env.body, &res, &e) != 0) {
@@ -169,28 +167,28 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
     }
 
     if (res.notification_id > 0) {
-        char body[64];
-        outbox_message(res.notification_id, body, sizeof(body));
-        /* The outbox row is committed: if this publish fails the sweeper sends it. */
-        if (c->pub != NULL &&
-            mq_publish_confirmed(c->pub, TOPOLOGY_NOTIFY, body, strlen(body), res.webhook_id,
-                                 (int)c->cfg->confirm_timeout_ms, &e) == 0) {
+        /* The outbox row is committed. The message goes out now and its confirm is read
+         * later (worker/announce); if it never comes, the sweeper sends the row again. */
+        if (c->pub != NULL && announce_send(c->ann, c->pub, res.notification_id, res.webhook_id,
+                                            (int)c->cfg->confirm_timeout_ms, &e) == 0) {
             metric_inc(c->stats->notify_published);
-            if (outbox_mark_published(c->db, res.notification_id, &e) != 0)
-                LOG_WARN("outbox_mark_failed", "order_id", ev.order_id, "error", e.msg);
         } else {
             metric_inc(c->stats->notify_publish_failed);
             LOG_WARN("notify_publish_failed", "order_id", ev.order_id, "webhook_id", res.webhook_id,
                      "error", c->pub ? e.msg : "no broker connection");
+            if (c->pub != NULL)
+                c->pub_failed = 1;
         }
     }
     state = JOB_PUBLISHED;
-    if (!c->redis_down && kv_event_mark(c->kv, env.channel, ev.event_id, JOB_SEEN_TTL_S, &e) != 0)
-        redis_failed(c, &e, env.callback_id);
+    mark = !c->redis_down;
     state = JOB_DONE;
     v = JOB_ACK;
 out:
-    if (locked && kv_order_unlock(c->kv, ev.order_id, &e) != 0)
+    /* One round trip: the "applied" marker (only after the commit, so a failed transaction
+     * never makes its retry look like a duplicate) and the order's lock back. */
+    if ((mark || locked) && kv_event_end(c->kv, env.channel, ev.event_id, mark, JOB_SEEN_TTL_S,
+                                         locked ? ev.order_id : NULL, env.callback_id, &e) != 0)
         redis_failed(c, &e, env.callback_id);
     if (v != JOB_ACK)
         LOG_WARN(v == JOB_PARK ? "callback_parked" : "callback_retry", "callback_id",

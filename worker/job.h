@@ -11,6 +11,7 @@ struct worker_stats;
 typedef struct db_conn db_conn;
 typedef struct kv_conn kv_conn;
 typedef struct mq_conn mq_conn;
+typedef struct announcer announcer;
 
 #define JOB_STATES(X) X(RECEIVED) X(VERIFIED) X(DEDUPED) X(LOCKED) X(APPLIED) X(PUBLISHED) X(DONE)
 
@@ -35,6 +36,8 @@ struct job_ctx {
     db_conn *db;
     kv_conn *kv;
     mq_conn *pub;
+    announcer *ann; /* notify messages sent on pub, awaiting their confirms */
+    int pub_failed; /* set by job_handle() when pub broke: the caller closes it */
     int redis_down; /* the last Redis call failed: say so once, not per message */
 };
 

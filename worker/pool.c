@@ -18,6 +18,7 @@
 #include "queue/topology.h"
 #include "store/db.h"
 #include "store/kv.h"
+#include "worker/announce.h"
 #include "worker/job.h"
 #include "worker/stats.h"
 
@@ -102,6 +103,17 @@ static int park(mq_conn *pub, const struct cfg *cfg, const struct mq_msg *m, con
     return rc;
 }
 
+/* The publishing connection failed: close it; its unconfirmed notify messages are the
+ * sweeper's now. */
+static void drop_pub(mq_conn **pub, announcer *ann, const struct errbuf *e)
+{
+    if (*pub != NULL)
+        LOG_WARN("broker_publish_failed", "error", e->msg);
+    mq_close(*pub);
+    *pub = NULL;
+    announce_forget(ann);
+}
+
 static void *thread_main(void *arg)
 {
     struct pool_thread *t = arg;
@@ -118,6 +130,7 @@ static void *thread_main(void *arg)
     ctx.cfg = p->cfg;
     ctx.chans = p->chans;
     ctx.stats = p->stats;
+    ctx.ann = announce_new();
     while (!atomic_load(p->stop)) {
         struct mq_msg m;
         enum job_verdict v;
@@ -130,7 +143,16 @@ static void *thread_main(void *arg)
         }
         atomic_store(&t->ready, 1);
         memset(&m, 0, sizeof(m));
-        rc = mq_consume_next(cons, 250, &m, &e);
+        /* Confirms of notify messages sent so far; rows marked published in batches. */
+        if (announce_collect(ctx.ann, pub, 0, &e) != 0)
+            drop_pub(&pub, ctx.ann, &e);
+        if (announce_flush(ctx.ann, db, 0, &e) != 0)
+            LOG_WARN("outbox_mark_failed", "error", e.msg);
+        if (pub == NULL)
+            continue;
+        rc = mq_consume_next(
+            cons, announce_outstanding(ctx.ann) + announce_unmarked(ctx.ann) > 0 ? 20 : 250, &m,
+            &e);
         if (rc == 1)
             continue;
         if (rc < 0) {
@@ -143,7 +165,14 @@ static void *thread_main(void *arg)
         ctx.db = db;
         ctx.kv = kv;
         ctx.pub = pub;
+        ctx.pub_failed = 0;
         v = job_handle(&ctx, m.body, m.len, reason, sizeof(reason));
+        if (ctx.pub_failed)
+            drop_pub(&pub, ctx.ann, &e);
+        /* A confirmed publish below would skip the confirms of earlier notify messages. */
+        if (v != JOB_ACK && pub != NULL &&
+            announce_drain(ctx.ann, pub, (int)p->cfg->confirm_timeout_ms, &e) != 0)
+            drop_pub(&pub, ctx.ann, &e);
         if (v == JOB_PARK && park(pub, p->cfg, &m, reason, &e) != 0) {
             LOG_WARN("park_failed", "error", e.msg);
             v = JOB_RETRY;
@@ -173,12 +202,16 @@ static void *thread_main(void *arg)
             mq_close(cons);
             cons = NULL;
         }
-        if (pub != NULL && mq_failed(pub)) {
-            mq_close(pub);
-            pub = NULL;
-        }
+        if (pub != NULL && mq_failed(pub))
+            drop_pub(&pub, ctx.ann, &e);
     }
     atomic_store(&t->ready, 0);
+    /* Let the last notify messages be confirmed and marked, so the sweeper need not. */
+    if (pub != NULL && db != NULL &&
+        announce_drain(ctx.ann, pub, (int)p->cfg->confirm_timeout_ms, &e) == 0 &&
+        announce_flush(ctx.ann, db, 1, &e) != 0)
+        LOG_WARN("outbox_mark_failed", "error", e.msg);
+    announce_free(ctx.ann);
     /* Closing the consumer hands prefetched, unacked messages back to the broker. */
     mq_close(cons);
     mq_close(pub);

@@ -96,6 +96,14 @@ def test_payment_end_to_end():
               "worker applied metric")
         check(env.metric(env.port, 'paynotify_receiver_callbacks_total{channel="stripe",'
                                    'outcome="accepted"}') >= 1, "receiver accepted metric")
+        # The notify message's confirm is read after the callback was acked; the row is then
+        # marked published by the worker itself (within ANNOUNCE_FLUSH_MS), long before the
+        # sweeper (PAYNOTIFY_SWEEP_INTERVAL, 10 s) would publish it a second time.
+        wait_for(lambda: env.scalar("SELECT published_at IS NOT NULL FROM notifications WHERE "
+                                    f"order_id='{o['order_id']}'") == "1", 5,
+                 "outbox row marked published after the broker's confirm")
+        eq(env.metric(worker.metrics_port, 'paynotify_worker_notify_published_total{via="sweeper"}'),
+           0, "nothing left for the sweeper")
     finally:
         env.close()
         sink.close()

@@ -1,9 +1,10 @@
-/* tests/integration/test_store.c: store/db's statement batches and store/orders' apply
- * against a real MariaDB (PAYNOTIFY_MYSQL_URL), in a database of its own made for this run
- * (migrated) and dropped afterwards. */
+/* tests/integration/test_store.c: store/db's statement batches, store/orders' apply and
+ * store/kv's fast path against a real MariaDB (PAYNOTIFY_MYSQL_URL; a database of its own,
+ * migrated for this run and dropped afterwards) and a real Redis (PAYNOTIFY_REDIS_URL). */
 #include "common/clock.h"
 #include "common/errbuf.h"
 #include "store/db.h"
+#include "store/kv.h"
 #include "store/migrate.h"
 #include "store/orders.h"
 #include "store/outbox.h"
@@ -152,6 +153,147 @@ static void test_batch_failure(void)
     TEST_PASS();
 }
 
+static void make_order(const char *biz_order, int64_t amount, struct order *o)
+{
+    struct errbuf e = {0};
+    struct order_new q = {.business = "shop",
+                          .business_order_id = biz_order,
+                          .amount = amount,
+                          .currency = "CNY",
+                          .channel = "stripe",
+                          .subject = "a \"quoted\" subject",
+                          .notify_url = "https://shop.example/hook"};
+
+    CHECK_INT_EQ(orders_create(db, &q, o, &e), ORDERS_CREATED);
+}
+
+static void event_for(const struct order *o, const char *event_id, int64_t amount,
+                      struct pay_event *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+    ev->kind = PAY_EVENT_SUCCEEDED;
+    snprintf(ev->event_id, sizeof(ev->event_id), "%s", event_id);
+    snprintf(ev->event_type, sizeof(ev->event_type), "payment_intent.succeeded");
+    snprintf(ev->order_id, sizeof(ev->order_id), "%s", o->id);
+    snprintf(ev->txn_id, sizeof(ev->txn_id), "pi_%s", event_id);
+    ev->amount = amount;
+    snprintf(ev->currency, sizeof(ev->currency), "CNY");
+}
+
+/* The apply transaction writes the outbox row from the order it read under the row lock
+ * and updated in memory: that copy must equal the row as MySQL now has it. */
+static void test_apply_pay(void)
+{
+    struct errbuf e = {0};
+    struct order o, after;
+    struct pay_event ev;
+    struct apply_result res;
+    struct notification n;
+    char *json;
+    db_rows *r;
+
+    make_order("apply-1", 1999, &o);
+    event_for(&o, "evt_apply_1", 1999, &ev);
+    CHECK_INT_EQ(orders_apply_event(db, "stripe", &ev, "cb_1", "{}", &res, &e), 0);
+    CHECK_INT_EQ(res.duplicate_event, 0);
+    CHECK_INT_EQ(res.decision, ORDER_DECIDE_PAY);
+    CHECK(res.notification_id > 0);
+    CHECK_INT_EQ(outbox_get(db, res.notification_id, &n, &e), 0);
+    CHECK_STR_EQ(n.webhook_id, res.webhook_id);
+    CHECK_STR_EQ(n.order_id, o.id);
+    CHECK_STR_EQ(n.event_type, "order.paid");
+    CHECK_INT_EQ(orders_get(db, o.id, &after, &e), 0);
+    CHECK_STR_EQ(after.status, "PAID");
+    CHECK_INT_EQ(after.version, o.version + 1);
+    json = orders_to_json(&after);
+    r = db_queryf(db, &e, "SELECT payload FROM notifications WHERE id = %lld",
+                  (long long)res.notification_id);
+    CHECK(r != NULL && db_rows_next(r));
+    CHECK_STR_EQ(db_rows_get(r, 0), json);
+    db_rows_free(r);
+    free(json);
+
+    /* The same provider event again: a duplicate, nothing written. */
+    CHECK_INT_EQ(orders_apply_event(db, "stripe", &ev, "cb_2", "{}", &res, &e), 0);
+    CHECK_INT_EQ(res.duplicate_event, 1);
+    CHECK_INT_EQ(res.notification_id, 0);
+    CHECK_INT_EQ(count("payment_log WHERE provider_event_id = 'evt_apply_1'"), 1);
+    CHECK_INT_EQ(count("notifications"), 1);
+    TEST_PASS();
+}
+
+/* A wrong amount: logged, alerted, never PAID, no webhook; a second payment of a paid order:
+ * a refund row and no second notification. */
+static void test_apply_anomalies(void)
+{
+    struct errbuf e = {0};
+    struct order o, after;
+    struct pay_event ev;
+    struct apply_result res;
+
+    make_order("apply-2", 500, &o);
+    event_for(&o, "evt_apply_2", 499, &ev);
+    CHECK_INT_EQ(orders_apply_event(db, "stripe", &ev, "cb_3", "{}", &res, &e), 0);
+    CHECK_INT_EQ(res.decision, ORDER_DECIDE_AMOUNT_MISMATCH);
+    CHECK_INT_EQ(res.notification_id, 0);
+    CHECK_INT_EQ(orders_get(db, o.id, &after, &e), 0);
+    CHECK_STR_EQ(after.status, "PENDING");
+    CHECK_INT_EQ(count("alerts WHERE kind = 'amount_mismatch'"), 1);
+
+    event_for(&o, "evt_apply_3", 500, &ev);
+    CHECK_INT_EQ(orders_apply_event(db, "stripe", &ev, "cb_4", "{}", &res, &e), 0);
+    CHECK_INT_EQ(res.decision, ORDER_DECIDE_PAY);
+    event_for(&o, "evt_apply_4", 500, &ev);
+    CHECK_INT_EQ(orders_apply_event(db, "stripe", &ev, "cb_5", "{}", &res, &e), 0);
+    CHECK_INT_EQ(res.decision, ORDER_DECIDE_DUPLICATE_PAYMENT);
+    CHECK_INT_EQ(res.notification_id, 0);
+    CHECK(res.refund_id[0] != '\0');
+    CHECK_INT_EQ(count("refunds"), 1);
+    CHECK_INT_EQ(count("notifications"), 2);
+    TEST_PASS();
+}
+
+/* Redis fast path: one round trip before (seen? else lock) and one after (mark, unlock). */
+static void test_kv_begin_end(const char *redis_url)
+{
+    struct errbuf e = {0};
+    kv_conn *k = kv_open(redis_url, 1000, &e), *other = kv_open(redis_url, 1000, &e);
+    char evt[64], order[64];
+
+    CHECK(k != NULL && other != NULL);
+    snprintf(evt, sizeof(evt), "evt_kv_%d", (int)getpid());
+    snprintf(order, sizeof(order), "po_kv_%d", (int)getpid());
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", evt, order, "job-a", 10000, &e), 0);
+    /* Another job for the same order is told it is busy, and takes nothing. */
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_other", order, "job-b", 10000, &e), 2);
+    /* Freeing with a stranger's token does nothing. */
+    CHECK_INT_EQ(kv_event_end(other, "stripe", "evt_other", 0, 60, order, "job-b", &e), 0);
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_other", order, "job-b", 10000, &e), 2);
+    /* The holder marks its event and frees the lock. */
+    CHECK_INT_EQ(kv_event_end(k, "stripe", evt, 1, 60, order, "job-a", &e), 0);
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", evt, order, "job-b", 10000, &e), 1);
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_other", order, "job-b", 10000, &e), 0);
+    CHECK_INT_EQ(kv_event_end(other, "stripe", "evt_other", 0, 60, order, "job-b", &e), 0);
+    /* No order id: only the "seen" check, no lock. */
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_noorder", "", "job-c", 10000, &e), 0);
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_noorder", NULL, "job-d", 10000, &e), 0);
+    CHECK_INT_EQ(kv_event_end(k, "stripe", "evt_noorder", 1, 60, NULL, "job-c", &e), 0);
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_noorder", NULL, "job-d", 10000, &e), 1);
+    /* A crashed holder's lock expires by itself. */
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_ttl", order, "job-e", 200, &e), 0);
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_ttl", order, "job-f", 10000, &e), 2);
+    usleep(400 * 1000);
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_ttl", order, "job-f", 10000, &e), 0);
+    /* The server forgot its scripts: they are loaded again transparently. */
+    CHECK_INT_EQ(kv_script_flush_for_tests(k, &e), 0);
+    CHECK_INT_EQ(kv_event_end(other, "stripe", "evt_ttl", 0, 60, order, "job-f", &e), 0);
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_ttl", order, "job-g", 10000, &e), 0);
+    CHECK_INT_EQ(kv_event_end(k, "stripe", "evt_ttl", 0, 60, order, "job-g", &e), 0);
+    kv_close(k);
+    kv_close(other);
+    TEST_PASS();
+}
+
 int main(void)
 {
     const char *url = getenv("PAYNOTIFY_MYSQL_URL");
@@ -167,6 +309,13 @@ int main(void)
 
     test_batch_results();
     test_batch_failure();
+    test_apply_pay();
+    test_apply_anomalies();
+    if (getenv("PAYNOTIFY_REDIS_URL") == NULL) {
+        fprintf(stderr, "test_store: PAYNOTIFY_REDIS_URL is not set\n");
+        return 1;
+    }
+    test_kv_begin_end(getenv("PAYNOTIFY_REDIS_URL"));
 
     CHECK(db_execf(db, &e, "DROP DATABASE `%r`", db_name) >= 0);
     db_close(db);
