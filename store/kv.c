@@ -19,17 +19,23 @@ struct kv_conn {
 };
 
 /* Before applying, in one round trip: 1 = the event was applied already; 2 = another job
- * holds the order (nothing taken); 0 = not seen, and the order lock (KEYS[2], when given)
- * taken with token ARGV[2] for ARGV[1] ms, so a crashed holder cannot keep it. */
+ * holds the order (our increment given back at once, so nothing is taken); 0 = not seen,
+ * and the order's counter (KEYS[2], when given) incremented from 0 to 1 with an expiry of
+ * ARGV[1] ms, so a crashed holder cannot keep it. */
 static const char begin_script[] =
     "if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end "
-    "if KEYS[2] and not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[1]) then return 2 end "
+    "if KEYS[2] then "
+    "  local n = redis.call('INCR', KEYS[2]) "
+    "  if n == 1 then redis.call('PEXPIRE', KEYS[2], ARGV[1]) return 0 end "
+    "  if redis.call('DECR', KEYS[2]) <= 0 then redis.call('DEL', KEYS[2]) end "
+    "  return 2 "
+    "end "
     "return 0";
-/* After: marks the event applied for ARGV[2] s when ARGV[1] is 1, and frees the lock
- * (KEYS[2], when given) if it still holds our token ARGV[3]. */
+/* After: marks the event applied for ARGV[2] s when ARGV[1] is 1, and gives the order's
+ * counter (KEYS[2], when given) back, deleting it at zero so none lingers. */
 static const char end_script[] =
     "if ARGV[1] == '1' then redis.call('SET', KEYS[1], '1', 'EX', ARGV[2]) end "
-    "if KEYS[2] and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end "
+    "if KEYS[2] and redis.call('DECR', KEYS[2]) <= 0 then redis.call('DEL', KEYS[2]) end "
     "return 0";
 
 static void drop(kv_conn *k)
@@ -193,10 +199,10 @@ static redisReply *run_script(kv_conn *k, int which_end, int argc, const char **
 }
 
 int kv_event_begin(kv_conn *k, const char *channel, const char *event_id, const char *order_id,
-                   const char *token, int lock_ttl_ms, struct errbuf *e)
+                   int lock_ttl_ms, struct errbuf *e)
 {
     char seen[320], lock[128], ttl[24];
-    const char *argv[7] = {NULL, NULL, NULL, seen, lock, ttl, token};
+    const char *argv[6] = {NULL, NULL, NULL, seen, lock, ttl};
     int lockit = order_id != NULL && order_id[0] != '\0';
     redisReply *r;
     int rc;
@@ -205,11 +211,9 @@ int kv_event_begin(kv_conn *k, const char *channel, const char *event_id, const 
     snprintf(lock, sizeof(lock), "pn:lock:%s", order_id ? order_id : "");
     snprintf(ttl, sizeof(ttl), "%d", lock_ttl_ms);
     argv[2] = lockit ? "2" : "1";
-    if (!lockit) {
+    if (!lockit)
         argv[4] = ttl;
-        argv[5] = token;
-    }
-    r = run_script(k, 0, lockit ? 7 : 6, argv, e);
+    r = run_script(k, 0, lockit ? 6 : 5, argv, e);
     if (r == NULL)
         return -1;
     rc = r->type == REDIS_REPLY_INTEGER ? (int)r->integer : -1;
@@ -220,10 +224,10 @@ int kv_event_begin(kv_conn *k, const char *channel, const char *event_id, const 
 }
 
 int kv_event_end(kv_conn *k, const char *channel, const char *event_id, int mark, int seen_ttl_s,
-                 const char *order_id, const char *token, struct errbuf *e)
+                 const char *order_id, struct errbuf *e)
 {
     char seen[320], lock[128], ttl[24];
-    const char *argv[8] = {NULL, NULL, NULL, seen, lock, mark ? "1" : "0", ttl, token};
+    const char *argv[7] = {NULL, NULL, NULL, seen, lock, mark ? "1" : "0", ttl};
     int unlock = order_id != NULL && order_id[0] != '\0';
     redisReply *r;
 
@@ -234,9 +238,8 @@ int kv_event_end(kv_conn *k, const char *channel, const char *event_id, int mark
     if (!unlock) {
         argv[4] = argv[5];
         argv[5] = argv[6];
-        argv[6] = argv[7];
     }
-    r = run_script(k, 1, unlock ? 8 : 7, argv, e);
+    r = run_script(k, 1, unlock ? 7 : 6, argv, e);
     if (r == NULL)
         return -1;
     freeReplyObject(r);

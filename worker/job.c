@@ -107,8 +107,7 @@ enum job_verdict job_handle(struct job_ctx *c, const void *msg, size_t len, char
 
     /* One round trip: "applied already?" and, if not, the order's lock. Redis down: both
      * skipped, MySQL decides alone. */
-    rc = kv_event_begin(c->kv, env.channel, ev.event_id, ev.order_id, env.callback_id,
-                        JOB_LOCK_TTL_MS, &e);
+    rc = kv_event_begin(c->kv, env.channel, ev.event_id, ev.order_id, JOB_LOCK_TTL_MS, &e);
     if (rc == 1) {
         redis_ok(c);
         metric_inc(c->stats->duplicates_redis);
@@ -188,7 +187,7 @@ out:
     /* One round trip: the "applied" marker (only after the commit, so a failed transaction
      * never makes its retry look like a duplicate) and the order's lock back. */
     if ((mark || locked) && kv_event_end(c->kv, env.channel, ev.event_id, mark, JOB_SEEN_TTL_S,
-                                         locked ? ev.order_id : NULL, env.callback_id, &e) != 0)
+                                         locked ? ev.order_id : NULL, &e) != 0)
         redis_failed(c, &e, env.callback_id);
     if (v != JOB_ACK)
         LOG_WARN(v == JOB_PARK ? "callback_parked" : "callback_retry", "callback_id",

@@ -253,42 +253,55 @@ static void test_apply_anomalies(void)
     TEST_PASS();
 }
 
+static int key_exists(kv_conn *probe, const char *order)
+{
+    /* The counter is internal: look at it through a begin that takes nothing back. */
+    struct errbuf e = {0};
+    int rc = kv_event_begin(probe, "stripe", "evt_probe_never_marked", order, 10000, &e);
+    if (rc == 0)
+        CHECK_INT_EQ(kv_event_end(probe, "stripe", "evt_probe_never_marked", 0, 60, order, &e), 0);
+    return rc == 2;
+}
+
 /* Redis fast path: one round trip before (seen? else lock) and one after (mark, unlock). */
 static void test_kv_begin_end(const char *redis_url)
 {
     struct errbuf e = {0};
     kv_conn *k = kv_open(redis_url, 1000, &e), *other = kv_open(redis_url, 1000, &e);
-    char evt[64], order[64];
+    char evt[64], order[64], noorder[64], other_evt[64], ttl_evt[64];
 
     CHECK(k != NULL && other != NULL);
     snprintf(evt, sizeof(evt), "evt_kv_%d", (int)getpid());
     snprintf(order, sizeof(order), "po_kv_%d", (int)getpid());
-    CHECK_INT_EQ(kv_event_begin(k, "stripe", evt, order, "job-a", 10000, &e), 0);
-    /* Another job for the same order is told it is busy, and takes nothing. */
-    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_other", order, "job-b", 10000, &e), 2);
-    /* Freeing with a stranger's token does nothing. */
-    CHECK_INT_EQ(kv_event_end(other, "stripe", "evt_other", 0, 60, order, "job-b", &e), 0);
-    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_other", order, "job-b", 10000, &e), 2);
-    /* The holder marks its event and frees the lock. */
-    CHECK_INT_EQ(kv_event_end(k, "stripe", evt, 1, 60, order, "job-a", &e), 0);
-    CHECK_INT_EQ(kv_event_begin(other, "stripe", evt, order, "job-b", 10000, &e), 1);
-    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_other", order, "job-b", 10000, &e), 0);
-    CHECK_INT_EQ(kv_event_end(other, "stripe", "evt_other", 0, 60, order, "job-b", &e), 0);
+    snprintf(noorder, sizeof(noorder), "evt_kv_noorder_%d", (int)getpid());
+    snprintf(other_evt, sizeof(other_evt), "evt_kv_other_%d", (int)getpid());
+    snprintf(ttl_evt, sizeof(ttl_evt), "evt_kv_ttl_%d", (int)getpid());
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", evt, order, 10000, &e), 0);
+    /* Other jobs for the same order are told it is busy, and take nothing: */
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", other_evt, order, 10000, &e), 2);
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", other_evt, order, 10000, &e), 2);
+    /* one give-back by the holder frees the order. */
+    CHECK_INT_EQ(kv_event_end(k, "stripe", evt, 1, 60, order, &e), 0);
+    CHECK(!key_exists(other, order));
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", evt, order, 10000, &e), 1); /* marked */
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", other_evt, order, 10000, &e), 0);
+    CHECK_INT_EQ(kv_event_end(other, "stripe", other_evt, 0, 60, order, &e), 0);
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", other_evt, order, 10000, &e), 0); /* not marked */
+    CHECK_INT_EQ(kv_event_end(k, "stripe", other_evt, 0, 60, order, &e), 0);
     /* No order id: only the "seen" check, no lock. */
-    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_noorder", "", "job-c", 10000, &e), 0);
-    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_noorder", NULL, "job-d", 10000, &e), 0);
-    CHECK_INT_EQ(kv_event_end(k, "stripe", "evt_noorder", 1, 60, NULL, "job-c", &e), 0);
-    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_noorder", NULL, "job-d", 10000, &e), 1);
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", noorder, "", 10000, &e), 0);
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", noorder, NULL, 10000, &e), 0);
+    CHECK_INT_EQ(kv_event_end(k, "stripe", noorder, 1, 60, NULL, &e), 0);
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", noorder, NULL, 10000, &e), 1);
     /* A crashed holder's lock expires by itself. */
-    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_ttl", order, "job-e", 200, &e), 0);
-    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_ttl", order, "job-f", 10000, &e), 2);
+    CHECK_INT_EQ(kv_event_begin(k, "stripe", ttl_evt, order, 200, &e), 0);
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", ttl_evt, order, 10000, &e), 2);
     usleep(400 * 1000);
-    CHECK_INT_EQ(kv_event_begin(other, "stripe", "evt_ttl", order, "job-f", 10000, &e), 0);
+    CHECK_INT_EQ(kv_event_begin(other, "stripe", ttl_evt, order, 10000, &e), 0);
     /* The server forgot its scripts: they are loaded again transparently. */
     CHECK_INT_EQ(kv_script_flush_for_tests(k, &e), 0);
-    CHECK_INT_EQ(kv_event_end(other, "stripe", "evt_ttl", 0, 60, order, "job-f", &e), 0);
-    CHECK_INT_EQ(kv_event_begin(k, "stripe", "evt_ttl", order, "job-g", 10000, &e), 0);
-    CHECK_INT_EQ(kv_event_end(k, "stripe", "evt_ttl", 0, 60, order, "job-g", &e), 0);
+    CHECK_INT_EQ(kv_event_end(other, "stripe", ttl_evt, 0, 60, order, &e), 0);
+    CHECK(!key_exists(k, order));
     kv_close(k);
     kv_close(other);
     TEST_PASS();
