@@ -260,7 +260,7 @@ rabbit_env() {
     export RABBITMQ_ENABLED_PLUGINS_FILE="$r/enabled_plugins"
     export RABBITMQ_CONF_ENV_FILE="$r/rabbitmq-env.conf"
     export RABBITMQ_PID_FILE="$DIR/run/rabbitmq-beam.pid"
-    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} +sbwt none +sbwtdcpu none +sbwtdio none"
 }
 
 rabbit_files() {
