@@ -109,6 +109,8 @@ static int load_env(struct cfg *c, struct errbuf *e)
     if (env_int("PAYNOTIFY_WORKERS", 2, 1, 256, &c->workers, e) != 0 ||
         env_int("PAYNOTIFY_WORKER_THREADS", 4, 1, 64, &c->worker_threads, e) != 0 ||
         env_int("PAYNOTIFY_PREFETCH", 16, 1, 1000, &c->prefetch, e) != 0 ||
+        /* At most 16: the per-endpoint limit of 16 connections is divided among them. */
+        env_int("PAYNOTIFY_NOTIFY_THREADS", 2, 1, 16, &c->notify_threads, e) != 0 ||
         env_duration("PAYNOTIFY_NOTIFY_TIMEOUT", "10s", &c->notify_timeout_ms, e) != 0 ||
         env_duration("PAYNOTIFY_CONFIRM_TIMEOUT", "5s", &c->confirm_timeout_ms, e) != 0 ||
         env_duration("PAYNOTIFY_SWEEP_INTERVAL", "10s", &c->sweep_interval_ms, e) != 0)
@@ -480,6 +482,7 @@ char *cfg_describe(const struct cfg *c)
     json_object_object_add(o, "queue_type", jstr(c->queue_type));
     json_object_object_add(o, "worker_threads", json_object_new_int(c->worker_threads));
     json_object_object_add(o, "prefetch", json_object_new_int(c->prefetch));
+    json_object_object_add(o, "notify_threads", json_object_new_int(c->notify_threads));
     delays = json_object_new_array();
     for (size_t i = 0; i < c->n_retry_delays; i++)
         json_object_array_add(delays, json_object_new_int64(c->retry_delays_ms[i]));

@@ -52,6 +52,7 @@ struct cfg {
     int workers;
     int worker_threads;
     int prefetch;
+    int notify_threads; /* notify consumers per worker process */
     int64_t retry_delays_ms[CFG_MAX_DELAYS];
     size_t n_retry_delays;
     int64_t notify_timeout_ms;

@@ -14,10 +14,7 @@
 #include "store/refunds.h"
 #include "common/xalloc.h"
 
-#define ORDER_COLUMNS                                                                           \
-    "id, business, business_order_id, amount, currency, channel, subject, notify_url,"          \
-    " expire_at, cancel_url, status, provider_txn_id, paid_at, notify_status, notify_attempts," \
-    " notify_last_error, version, created_at, updated_at"
+#define ORDER_COLUMNS ORDERS_COLUMNS("")
 
 static void copy(char *dst, size_t cap, const char *src)
 {
@@ -32,28 +29,28 @@ static void copy_time(char *dst, size_t cap, const char *sql)
         clock_sql_to_rfc3339(sql, dst, cap);
 }
 
-static void row_to_order(db_rows *r, struct order *o)
+void orders_read_row(db_rows *r, unsigned c, struct order *o)
 {
     memset(o, 0, sizeof(*o));
-    copy(o->id, sizeof(o->id), db_rows_get(r, 0));
-    copy(o->business, sizeof(o->business), db_rows_get(r, 1));
-    copy(o->business_order_id, sizeof(o->business_order_id), db_rows_get(r, 2));
-    o->amount = db_rows_int(r, 3);
-    copy(o->currency, sizeof(o->currency), db_rows_get(r, 4));
-    copy(o->channel, sizeof(o->channel), db_rows_get(r, 5));
-    copy(o->subject, sizeof(o->subject), db_rows_get(r, 6));
-    copy(o->notify_url, sizeof(o->notify_url), db_rows_get(r, 7));
-    copy_time(o->expire_at, sizeof(o->expire_at), db_rows_get(r, 8));
-    copy(o->cancel_url, sizeof(o->cancel_url), db_rows_get(r, 9));
-    copy(o->status, sizeof(o->status), db_rows_get(r, 10));
-    copy(o->provider_txn_id, sizeof(o->provider_txn_id), db_rows_get(r, 11));
-    copy_time(o->paid_at, sizeof(o->paid_at), db_rows_get(r, 12));
-    copy(o->notify_status, sizeof(o->notify_status), db_rows_get(r, 13));
-    o->notify_attempts = (int)db_rows_int(r, 14);
-    copy(o->notify_last_error, sizeof(o->notify_last_error), db_rows_get(r, 15));
-    o->version = (int)db_rows_int(r, 16);
-    copy_time(o->created_at, sizeof(o->created_at), db_rows_get(r, 17));
-    copy_time(o->updated_at, sizeof(o->updated_at), db_rows_get(r, 18));
+    copy(o->id, sizeof(o->id), db_rows_get(r, c + 0));
+    copy(o->business, sizeof(o->business), db_rows_get(r, c + 1));
+    copy(o->business_order_id, sizeof(o->business_order_id), db_rows_get(r, c + 2));
+    o->amount = db_rows_int(r, c + 3);
+    copy(o->currency, sizeof(o->currency), db_rows_get(r, c + 4));
+    copy(o->channel, sizeof(o->channel), db_rows_get(r, c + 5));
+    copy(o->subject, sizeof(o->subject), db_rows_get(r, c + 6));
+    copy(o->notify_url, sizeof(o->notify_url), db_rows_get(r, c + 7));
+    copy_time(o->expire_at, sizeof(o->expire_at), db_rows_get(r, c + 8));
+    copy(o->cancel_url, sizeof(o->cancel_url), db_rows_get(r, c + 9));
+    copy(o->status, sizeof(o->status), db_rows_get(r, c + 10));
+    copy(o->provider_txn_id, sizeof(o->provider_txn_id), db_rows_get(r, c + 11));
+    copy_time(o->paid_at, sizeof(o->paid_at), db_rows_get(r, c + 12));
+    copy(o->notify_status, sizeof(o->notify_status), db_rows_get(r, c + 13));
+    o->notify_attempts = (int)db_rows_int(r, c + 14);
+    copy(o->notify_last_error, sizeof(o->notify_last_error), db_rows_get(r, c + 15));
+    o->version = (int)db_rows_int(r, c + 16);
+    copy_time(o->created_at, sizeof(o->created_at), db_rows_get(r, c + 17));
+    copy_time(o->updated_at, sizeof(o->updated_at), db_rows_get(r, c + 18));
 }
 
 int orders_get(db_conn *db, const char *id, struct order *out, struct errbuf *e)
@@ -64,7 +61,7 @@ int orders_get(db_conn *db, const char *id, struct order *out, struct errbuf *e)
     if (r == NULL)
         return -1;
     if (db_rows_next(r)) {
-        row_to_order(r, out);
+        orders_read_row(r, 0, out);
         rc = 0;
     }
     db_rows_free(r);
@@ -216,7 +213,7 @@ int orders_close_expired(db_conn *db, const char *id, int64_t *notification_id, 
         goto out;
     closable = db_rows_next(r);
     if (closable)
-        row_to_order(r, &o);
+        orders_read_row(r, 0, &o);
     db_rows_free(r);
     if (!closable) {
         db_rollback(db);
@@ -341,7 +338,7 @@ int orders_apply_event(db_conn *db, const char *channel, const struct pay_event 
     r = db_batch_rows(b, 0);
     found = r != NULL && db_rows_next(r);
     if (found)
-        row_to_order(r, &o);
+        orders_read_row(r, 0, &o);
     db_batch_free(b);
     b = NULL;
     if (!found && ev->order_id[0] == '\0') {

@@ -34,6 +34,16 @@ struct order {
     char updated_at[32];
 };
 
+/* The columns orders_read_row() reads, in its order, each name after prefix (a string
+ * literal: "" or a table alias such as "o."). */
+#define ORDERS_COLUMNS(p)                                                                       \
+    p "id, " p "business, " p "business_order_id, " p "amount, " p "currency, " p "channel, " p \
+      "subject, " p "notify_url, " p "expire_at, " p "cancel_url, " p "status, " p              \
+      "provider_txn_id, " p "paid_at, " p "notify_status, " p "notify_attempts, " p             \
+      "notify_last_error, " p "version, " p "created_at, " p "updated_at"
+/* Fills *o from the current row of r, whose ORDERS_COLUMNS start at column first. */
+void orders_read_row(db_rows *r, unsigned first, struct order *o);
+
 /* A validated create request (all borrowed). expire_at_ms 0 = none; cancel_url may be NULL. */
 struct order_new {
     const char *business;

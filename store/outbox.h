@@ -25,6 +25,16 @@ struct notification {
 
 /* 0 found, 1 not found, -1 error. */
 int outbox_get(db_conn *db, int64_t id, struct notification *n, struct errbuf *e);
+/* What one delivery attempt needs: the notification and its order as they are now. */
+struct outbox_delivery {
+    int64_t id; /* in: the notification id */
+    int found;  /* out: 0 no such notification, 1 notification without its order, 2 both */
+    struct notification n;
+    struct order o;
+};
+/* Reads the notifications d[0..count).id together with their orders in ONE query (ids may
+ * repeat). 0 (each d[i].found set) or -1. */
+int outbox_get_deliveries(db_conn *db, struct outbox_delivery *d, int count, struct errbuf *e);
 int outbox_mark_published(db_conn *db, int64_t id, struct errbuf *e);
 /* The same for n rows in one statement (autocommit). */
 int outbox_mark_published_many(db_conn *db, const int64_t *ids, int n, struct errbuf *e);
@@ -37,11 +47,22 @@ struct outbox_attempt {
     char response_head[256];
 };
 
-/* Records one delivery attempt: a notification_attempts row, the outbox row and the order
- * (DELIVERED on ok; a DELIVERED row never goes back). *attempts_after gets the number of
- * attempts made so far, this one included. One transaction. */
-int outbox_record_attempt(db_conn *db, const struct notification *n, const struct outbox_attempt *a,
-                          int *attempts_after, struct errbuf *e);
+/* One finished attempt to record with outbox_record_attempts(). */
+struct outbox_record {
+    const struct notification *n; /* in, borrowed: needs id and order_id */
+    struct outbox_attempt a;      /* in */
+    int attempts_after; /* out: attempts made so far, this one included; 0 = no such row */
+    char status[16];    /* out: the row's status after this batch ("" = no such row) */
+};
+/* Records the delivery attempts r[0..count): for each a notification_attempts row, the
+ * outbox row and the order (DELIVERED on ok; a DELIVERED row never goes back), all in ONE
+ * transaction of two round trips whatever count is (five statements over every attempt at
+ * once, then COMMIT). Notification rows are locked in id order, then the orders, so two
+ * batches do not deadlock each other; copies of one notification in the batch get
+ * consecutive attempt numbers in their order in r, the same as recording them one after
+ * another. A row that does not exist records nothing (attempts_after 0). 0, or -1 when the
+ * transaction failed: nothing recorded. */
+int outbox_record_attempts(db_conn *db, struct outbox_record *r, int count, struct errbuf *e);
 /* Retries exhausted: notification and order notify_status FAILED. No transaction of its
  * own, so the caller can queue the alert in the same one. */
 int outbox_mark_failed(db_conn *db, const struct notification *n, struct errbuf *e);

@@ -14,8 +14,10 @@ struct notification;
 struct worker_stats;
 typedef struct notifier notifier;
 
-/* cfg, stats and stop borrowed. NULL if the thread could not start. */
+/* Starts cfg->notify_threads consumer threads. cfg, stats and stop borrowed (until
+ * notifier_join()). NULL if a thread could not start (*stop is then set). */
 notifier *notifier_start(const struct cfg *cfg, struct worker_stats *stats, atomic_int *stop);
+/* 1 when every notify thread has its broker consumer and MySQL connection. */
 int notifier_ready(const notifier *n);
 /* After *stop is set: stops consuming, lets requests in flight finish (up to the notify
  * timeout), records them, then joins and frees. */

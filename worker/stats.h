@@ -22,13 +22,12 @@ struct worker_stats {
     metric *swept;                 /* outbox rows republished by the sweeper */
     metric *webhooks_delivered;
     metric *webhooks_failed;
-    metric *webhooks_skipped;
+    metric *webhooks_skipped;         /* already DELIVERED: not sent (or retried) again */
     metric *webhooks_deferred;        /* endpoint saturated: back to a delay queue, no attempt */
     metric *webhooks_retry_scheduled; /* moved to a delay queue */
-    metric *webhooks_dead;
-    /* retries exhausted: dead queue, FAILED, alert */ /* already DELIVERED: not sent again */
-    metric *webhook_seconds;                           /* histogram: webhook latency */
-    metric *webhooks_in_flight;                        /* gauge */
+    metric *webhooks_dead;            /* retries exhausted: dead queue, FAILED, alert */
+    metric *webhook_seconds;          /* histogram: webhook latency */
+    metric *webhooks_in_flight;       /* gauge, all notify threads */
     metric *refunds_succeeded;
     metric *refunds_retried;
     metric *refunds_rejected;

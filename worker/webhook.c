@@ -107,6 +107,8 @@ struct webhook_engine {
     int max_in_flight;
     int max_per_host;
     char *user_agent;
+    void (*on_done)(void *, void *);
+    void *on_done_arg;
     int draining; /* the loop has seen the stop request */
     int closing;  /* every handle is being closed; the loop is about to end */
 
@@ -373,6 +375,8 @@ static void finish_xfer(struct xfer *x, CURLcode code, const char *abort_msg)
         r->ok = 1;
     }
     release_host(x->w, x);
+    if (x->w->on_done)
+        x->w->on_done(x->w->on_done_arg, r->user);
     push_result(x->w, r);
     xfer_free(x);
 }
@@ -779,6 +783,10 @@ webhook_engine *webhook_engine_start(const struct webhook_opts *o, struct errbuf
     w->max_in_flight =
         (o && o->max_in_flight > 0) ? o->max_in_flight : WEBHOOK_DEFAULT_MAX_IN_FLIGHT;
     w->max_per_host = (o && o->max_per_host > 0) ? o->max_per_host : WEBHOOK_DEFAULT_MAX_PER_HOST;
+    if (o) {
+        w->on_done = o->on_done;
+        w->on_done_arg = o->on_done_arg;
+    }
     if (o && o->user_agent) {
         w->user_agent = strdup(o->user_agent);
         if (w->user_agent == NULL)

@@ -52,6 +52,12 @@ struct webhook_opts {
                              * port of the URL); <= 0 means 16. More wait in that
                              * endpoint's own FIFO while other endpoints proceed. */
     const char *user_agent; /* borrowed during start (copied); NULL: curl sends none */
+    /* Optional: called on the engine thread with a request's user pointer as soon as its
+     * transfer has ended (its result is queued right after), e.g. to free a place the
+     * caller counts per endpoint without waiting for webhook_engine_poll(). It must not
+     * block nor call into the engine; on_done_arg is passed through. */
+    void (*on_done)(void *on_done_arg, void *user);
+    void *on_done_arg;
 };
 
 /* 1 for any 2xx status. */

@@ -137,9 +137,11 @@ int main(void)
         uv_signal_start(&a.sigterm, on_signal, SIGTERM);
         uv_signal_start(&a.sigint, on_signal, SIGINT);
         {
-            char threads[16];
+            char threads[16], notify_threads[16];
             snprintf(threads, sizeof(threads), "%d", cfg->worker_threads);
-            LOG_INFO("worker_started", "metrics_listen", cfg->metrics_listen, "threads", threads);
+            snprintf(notify_threads, sizeof(notify_threads), "%d", cfg->notify_threads);
+            LOG_INFO("worker_started", "metrics_listen", cfg->metrics_listen, "threads", threads,
+                     "notify_threads", notify_threads);
         }
     }
     uv_run(&loop, UV_RUN_DEFAULT);

@@ -7,7 +7,8 @@ import os
 import subprocess
 import time
 
-from pnlib import BUILD, Alerts, Env, Sink, check, eq, run, stripe_event, wait_for
+from pnlib import (BUILD, Alerts, Env, Sink, check, eq, run, stripe_event,
+                   verify_standard_webhook, wait_for)
 
 SHORT = {"PAYNOTIFY_RETRY_DELAYS": "1s,1s,2s", "PAYNOTIFY_NOTIFY_TIMEOUT": "2s"}
 
@@ -116,6 +117,47 @@ def test_slow_endpoint_does_not_delay_healthy_one():
         fast.close()
 
 
+def test_notify_threads_deliver_each_webhook_once():
+    """Several notify threads (each its own consumer, MySQL connection and webhook engine,
+    recording in batches): every webhook arrives once, signed, with one recorded attempt;
+    the per-endpoint limit holds for the whole process; copies of messages already
+    DELIVERED are dropped without a request."""
+    env = Env("notify-threads", dict(SHORT, PAYNOTIFY_NOTIFY_THREADS="4"))
+    slow, fast = Sink(delay=0.3), Sink()
+    try:
+        env.start("paynotify-receiver")
+        w = env.start("paynotify-worker")
+        ids = [pay(env, slow if i % 2 else fast) for i in range(60)]
+        wait_for(lambda: all(env.get_order(i)["notify_status"] == "DELIVERED" for i in ids), 60,
+                 "every webhook delivered", interval=0.5)
+        reqs = slow.received() + fast.received()
+        eq(len(reqs), 60, "one request per webhook")
+        eq(len({r["headers"]["webhook-id"] for r in reqs}), 60, "distinct webhook-ids")
+        eq(sorted(verify_standard_webhook(env.webhook_secret, r)["data"]["order_id"]
+                  for r in reqs), sorted(ids), "one signed webhook per order")
+        check(slow.max_active <= 16, f"per-endpoint limit held ({slow.max_active} at once)")
+        rows = env.sql("SELECT notification_id, COUNT(*), MAX(attempt) FROM notification_attempts"
+                       " GROUP BY notification_id")
+        eq(len(rows), 60, "notifications with attempts")
+        eq({(r[1], r[2]) for r in rows}, {("1", "0")}, "one attempt each, numbered 0")
+        eq({env.get_order(i)["notify_attempts"] for i in ids}, {1}, "orders' notify_attempts")
+        # Every message again, twice, straight to the broker: nothing is sent again.
+        nids = [r[0] for r in env.sql("SELECT id FROM notifications")]
+        subprocess.run(["amqp-publish", "--url", env.env["PAYNOTIFY_AMQP_URL"], "-e", "paynotify",
+                        "-r", "paynotify.notify", "-p", "-l"], check=True, text=True,
+                       input="".join(f'{{"notification_id":{n}}}\n' for n in nids * 2))
+        wait_for(lambda: env.metric(w.metrics_port, 'paynotify_worker_webhooks_total'
+                                    '{outcome="skipped_delivered"}') >= 120, 30,
+                 "the copies dropped")
+        time.sleep(1)
+        eq(len(slow.received()) + len(fast.received()), 60, "no request for a copy")
+        eq(env.scalar("SELECT COUNT(*) FROM notification_attempts"), "60", "no attempt recorded")
+    finally:
+        env.close()
+        slow.close()
+        fast.close()
+
+
 def test_private_address_refused_unless_allowed():
     env = Env("ssrf", SHORT, allow_private=False)
     sink = Sink()
@@ -211,7 +253,8 @@ def test_poison_callback_parked_with_alert():
 
 if __name__ == "__main__":
     run([test_fails_twice_then_delivered, test_always_failing_goes_dead_with_one_alert,
-         test_slow_endpoint_does_not_delay_healthy_one, test_private_address_refused_unless_allowed,
+         test_slow_endpoint_does_not_delay_healthy_one, test_notify_threads_deliver_each_webhook_once,
+         test_private_address_refused_unless_allowed,
          test_broker_restart_with_messages_in_delay_queues,
          test_worker_killed_between_retry_publish_and_ack,
          test_poison_callback_parked_with_alert])

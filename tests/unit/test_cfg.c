@@ -83,7 +83,20 @@ static void test_env(void)
     CHECK_INT_EQ(c->retry_delays_ms[4], 7200000);
     CHECK_INT_EQ(c->notify_timeout_ms, 10000);
     CHECK_STR_EQ(c->queue_type, "quorum");
+    CHECK_INT_EQ(c->notify_threads, 2);
     cfg_free(c);
+
+    setenv("PAYNOTIFY_NOTIFY_THREADS", "16", 1);
+    c = cfg_load(CFG_NEED_ENV, &e);
+    CHECK(c != NULL);
+    CHECK_INT_EQ(c->notify_threads, 16);
+    {
+        char *d = cfg_describe(c);
+        CHECK(strstr(d, "\"notify_threads\":16") != NULL);
+        free(d);
+    }
+    cfg_free(c);
+    unsetenv("PAYNOTIFY_NOTIFY_THREADS");
 
     setenv("PAYNOTIFY_RETRY_DELAYS", "1s,2s", 1);
     c = cfg_load(CFG_NEED_ENV, &e);
@@ -99,6 +112,9 @@ static void test_env(void)
     expect_env_error("PAYNOTIFY_AMQP_URL", "http://x/");
     expect_env_error("PAYNOTIFY_MYSQL_URL", "nonsense");
     expect_env_error("PAYNOTIFY_WORKER_THREADS", "0");
+    expect_env_error("PAYNOTIFY_NOTIFY_THREADS", "0");
+    expect_env_error("PAYNOTIFY_NOTIFY_THREADS", "17");
+    expect_env_error("PAYNOTIFY_NOTIFY_THREADS", "two");
     expect_env_error("PAYNOTIFY_WORKERS", "many");
     expect_env_error("PAYNOTIFY_QUEUE_TYPE", "stream");
     expect_env_error("PAYNOTIFY_LOG_LEVEL", "loud");
@@ -223,11 +239,11 @@ static void test_dev_config(void)
 int main(void)
 {
     /* Start from a clean environment so the caller's PAYNOTIFY_* do not leak in. */
-    const char *keys[] = {"PAYNOTIFY_AMQP_URL",       "PAYNOTIFY_REDIS_URL",
-                          "PAYNOTIFY_MYSQL_URL",      "PAYNOTIFY_LISTEN",
-                          "PAYNOTIFY_RETRY_DELAYS",   "PAYNOTIFY_NOTIFY_TIMEOUT",
-                          "PAYNOTIFY_QUEUE_TYPE",     "PAYNOTIFY_WORKERS",
-                          "PAYNOTIFY_WORKER_THREADS", "PAYNOTIFY_LOG_LEVEL"};
+    const char *keys[] = {
+        "PAYNOTIFY_AMQP_URL",   "PAYNOTIFY_REDIS_URL",     "PAYNOTIFY_MYSQL_URL",
+        "PAYNOTIFY_LISTEN",     "PAYNOTIFY_RETRY_DELAYS",  "PAYNOTIFY_NOTIFY_TIMEOUT",
+        "PAYNOTIFY_QUEUE_TYPE", "PAYNOTIFY_WORKERS",       "PAYNOTIFY_WORKER_THREADS",
+        "PAYNOTIFY_LOG_LEVEL",  "PAYNOTIFY_NOTIFY_THREADS"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
         unsetenv(keys[i]);
     test_env();
