@@ -27,6 +27,7 @@ struct announcer {
     int64_t *done; /* confirmed, not yet marked published */
     size_t n_done, cap_done;
     int64_t first_done_ms;
+    int64_t retry_at_ms; /* after a failed flush, none before this */
 };
 
 announcer *announce_new(void)
@@ -179,16 +180,19 @@ int announce_send(announcer *a, mq_conn *pub, int64_t id, const char *webhook_id
 
 int announce_flush(announcer *a, db_conn *db, int force, struct errbuf *e)
 {
-    if (a->n_done == 0)
+    int64_t now = clock_mono_ms();
+
+    if (a->n_done == 0 || now < a->retry_at_ms)
         return 0;
-    if (!force && a->n_done < ANNOUNCE_FLUSH_ROWS &&
-        clock_mono_ms() - a->first_done_ms < ANNOUNCE_FLUSH_MS)
+    if (!force && a->n_done < ANNOUNCE_FLUSH_ROWS && now - a->first_done_ms < ANNOUNCE_FLUSH_MS)
         return 0;
     /* One statement per chunk keeps the IN list bounded. */
     while (a->n_done > 0) {
         size_t n = a->n_done < 512 ? a->n_done : 512;
-        if (outbox_mark_published_many(db, a->done + a->n_done - n, (int)n, e) != 0)
+        if (outbox_mark_published_many(db, a->done + a->n_done - n, (int)n, e) != 0) {
+            a->retry_at_ms = now + ANNOUNCE_RETRY_MS;
             return -1;
+        }
         a->n_done -= n;
     }
     return 0;

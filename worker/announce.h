@@ -23,6 +23,8 @@ typedef struct announcer announcer;
  * ANNOUNCE_FLUSH_MS, whichever comes first. */
 #define ANNOUNCE_FLUSH_ROWS 64
 #define ANNOUNCE_FLUSH_MS 200
+/* After a failed flush (MySQL away), the next try waits this long. */
+#define ANNOUNCE_RETRY_MS 1000
 
 announcer *announce_new(void);    /* free with announce_free() */
 void announce_free(announcer *a); /* NULL-safe */
@@ -40,8 +42,8 @@ int announce_collect(announcer *a, mq_conn *pub, int wait_ms, struct errbuf *e);
  * 0, or -1 (*e): timeout or pub failed (close it, announce_forget()). */
 int announce_drain(announcer *a, mq_conn *pub, int timeout_ms, struct errbuf *e);
 /* Marks the confirmed rows published (one UPDATE) when enough have gathered, when the oldest
- * has waited ANNOUNCE_FLUSH_MS, or always when force. 0, or -1 (*e; they are kept for the
- * next try). */
+ * has waited ANNOUNCE_FLUSH_MS, or always when force; never sooner than ANNOUNCE_RETRY_MS
+ * after a failure. 0, or -1 (*e; they are kept for the next try). */
 int announce_flush(announcer *a, db_conn *db, int force, struct errbuf *e);
 /* The publishing connection is gone: its unconfirmed messages are left to the sweeper. */
 void announce_forget(announcer *a);

@@ -556,6 +556,7 @@ static int consume_batch(struct notify_thread *t, int timeout_ms)
         rc = mq_consume_next(t->cons, n == 0 ? timeout_ms : 0, &t->msgs[n], &e);
         if (rc != 0)
             break;
+        metric_inc(t->nt->stats->notify_consumed);
         n++;
     }
     if (rc < 0) {

@@ -136,6 +136,13 @@ static void *thread_main(void *arg)
         enum job_verdict v;
         int rc;
 
+        /* Confirms of notify messages sent so far; the rows they cover are marked published
+         * in batches, and at once when the broker is away: that needs MySQL only, and a row
+         * left unmarked would be published again by the sweeper. */
+        if (pub != NULL && announce_collect(ctx.ann, pub, 0, &e) != 0)
+            drop_pub(&pub, ctx.ann, &e);
+        if (db != NULL && announce_flush(ctx.ann, db, cons == NULL || pub == NULL, &e) != 0)
+            LOG_WARN("outbox_mark_failed", "error", e.msg);
         if (connect_all(t, &db, &kv, &cons, &pub) != 0) {
             atomic_store(&t->ready, 0);
             sleep_ms(1000);
@@ -143,13 +150,6 @@ static void *thread_main(void *arg)
         }
         atomic_store(&t->ready, 1);
         memset(&m, 0, sizeof(m));
-        /* Confirms of notify messages sent so far; rows marked published in batches. */
-        if (announce_collect(ctx.ann, pub, 0, &e) != 0)
-            drop_pub(&pub, ctx.ann, &e);
-        if (announce_flush(ctx.ann, db, 0, &e) != 0)
-            LOG_WARN("outbox_mark_failed", "error", e.msg);
-        if (pub == NULL)
-            continue;
         rc = mq_consume_next(
             cons, announce_outstanding(ctx.ann) + announce_unmarked(ctx.ann) > 0 ? 20 : 250, &m,
             &e);

@@ -34,9 +34,14 @@ void worker_stats_init(struct worker_stats *s)
     s->apply_seconds = metrics_histogram(r, "paynotify_worker_apply_seconds",
                                          "Time of the one-transaction apply of a callback.", NULL,
                                          METRICS_LATENCY_BUCKETS, METRICS_LATENCY_BUCKETS_N);
-    s->notify_published =
-        metrics_counter(r, "paynotify_worker_notify_published_total",
-                        "Notify messages confirmed by the broker.", "via=\"apply\"");
+    s->notify_published = metrics_counter(
+        r, "paynotify_worker_notify_published_total",
+        "Notify messages published: after the commit (apply; the confirm is read in the"
+        " background) or by the sweeper (confirmed).",
+        "via=\"apply\"");
+    s->notify_consumed =
+        metrics_counter(r, "paynotify_worker_notify_messages_total",
+                        "Messages the notify stage took from paynotify.notify.", NULL);
     s->swept =
         metrics_counter(r, "paynotify_worker_notify_published_total", NULL, "via=\"sweeper\"");
     s->notify_publish_failed = metrics_counter(

@@ -18,6 +18,7 @@ struct worker_stats {
     metric *redis_fallbacks;    /* Redis unreachable: MySQL alone decided */
     metric *apply_seconds;      /* histogram: one-transaction apply */
     metric *notify_published;
+    metric *notify_consumed;       /* messages the notify stage took from paynotify.notify */
     metric *notify_publish_failed; /* left to the sweeper */
     metric *swept;                 /* outbox rows republished by the sweeper */
     metric *webhooks_delivered;

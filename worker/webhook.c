@@ -18,8 +18,9 @@
  *
  * Outbound safety: on_open_socket() sees every address curl is about to connect to,
  * after DNS, and refuses the ranges common/netcheck.h blocks unless the request allows
- * private networks. Such a request's connection is never put back in curl's cache
- * (CURLOPT_FORBID_REUSE), so a request that does not allow them can never reuse it. */
+ * private networks. Such requests keep their connections in a curl share of their own
+ * (CURL_LOCK_DATA_CONNECT), apart from the multi's cache, so a request that does not allow
+ * them can never reuse one. */
 #include "worker/webhook.h"
 
 #include "common/errbuf.h"
@@ -100,6 +101,9 @@ struct webhook_engine {
     uv_timer_t curl_timer;
     uv_timer_t deadline_timer;
     CURLM *multi;
+    /* The connection cache of requests that allow private addresses, apart from the
+     * multi's: their connections are reused among themselves only. */
+    CURLSH *private_conns;
     struct xfer_list pending;
     struct xfer_list active;
     struct host *hosts[WEBHOOK_HOST_BUCKETS];
@@ -495,11 +499,13 @@ static int setup_easy(webhook_engine *w, struct xfer *x, char *why)
         (c = curl_easy_setopt(h, CURLOPT_PROXY, "")) != CURLE_OK ||
         (c = curl_easy_setopt(h, CURLOPT_NOPROXY, "*")) != CURLE_OK ||
         /* A connection opened to a private address must never serve a later request
-         * that does not allow one: it is closed after use, and HTTP/1.1 keeps another
-         * transfer from multiplexing onto it (HTTP/2) while it runs. */
-        (x->allow_private && ((c = curl_easy_setopt(h, CURLOPT_FORBID_REUSE, 1L)) != CURLE_OK ||
-                              (c = curl_easy_setopt(h, CURLOPT_HTTP_VERSION,
-                                                    (long)CURL_HTTP_VERSION_1_1)) != CURLE_OK)) ||
+         * that does not allow one: such requests keep their connections in a cache of
+         * their own, and HTTP/1.1 keeps another transfer from multiplexing onto one
+         * (HTTP/2) while it runs. */
+        (x->allow_private &&
+         ((c = curl_easy_setopt(h, CURLOPT_SHARE, w->private_conns)) != CURLE_OK ||
+          (c = curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1)) !=
+              CURLE_OK)) ||
         (w->user_agent &&
          (c = curl_easy_setopt(h, CURLOPT_USERAGENT, w->user_agent)) != CURLE_OK)) {
         snprintf(why, WEBHOOK_ERR_MAX, "%s", x->curl_err[0] ? x->curl_err : curl_easy_strerror(c));
@@ -763,6 +769,8 @@ static void engine_free(webhook_engine *w)
     }
     if (w->multi)
         curl_multi_cleanup(w->multi);
+    if (w->private_conns)
+        curl_share_cleanup(w->private_conns); /* every easy handle is gone by now */
     teardown_loop(w);
     if (w->efd >= 0)
         close(w->efd);
@@ -819,6 +827,12 @@ webhook_engine *webhook_engine_start(const struct webhook_opts *o, struct errbuf
     w->multi = curl_multi_init();
     if (w->multi == NULL) {
         errbuf_set(e, ERRBUF_TRANSIENT, "webhook: curl_multi_init failed");
+        goto out;
+    }
+    w->private_conns = curl_share_init();
+    if (w->private_conns == NULL || curl_share_setopt(w->private_conns, CURLSHOPT_SHARE,
+                                                      CURL_LOCK_DATA_CONNECT) != CURLSHE_OK) {
+        errbuf_set(e, ERRBUF_TRANSIENT, "webhook: curl_share_init failed");
         goto out;
     }
     if (curl_multi_setopt(w->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket) != CURLM_OK ||

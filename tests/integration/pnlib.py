@@ -109,6 +109,7 @@ class Sink:
                     sink.active += 1
                     sink.max_active = max(sink.max_active, sink.active)
                     sink.requests.append({"path": self.path, "t": time.time(),
+                                          "peer": self.client_address[1],
                                           "headers": {k.lower(): v for k, v in self.headers.items()},
                                           "body": body})
                     status = sink.fail_status if len(sink.requests) <= sink.fail_first \
