@@ -15,6 +15,7 @@ DEPS_PACKAGES=(
     python3 python3-aiosmtpd python3-cryptography clang-format
     clang libclang-rt-14-dev
     curl amqp-tools
+    iptables
 )
 
 # Prints the packages of DEPS_PACKAGES that are not fully installed.

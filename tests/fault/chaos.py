@@ -9,21 +9,36 @@ concurrent); like a provider it retries every non-2xx answer with a short backof
 gets a 2xx or the run ends. Meanwhile a fault thread cycles short, always-restored faults:
 kill -9 a worker, kill -9 the receiver, restart RabbitMQ, stop Redis + restart + FLUSHALL,
 restart MariaDB, freeze the broker (SIGSTOP longer than the confirm timeout), poison
-messages, a business endpoint outage. Then the load stops, the system drains and the ledger
-is checked from outside (SQL, the sink's records, queue counts):
+messages, a business endpoint outage, and network partitions: one running worker loses its
+path to MariaDB (worker_mysql_partition) or to RabbitMQ (worker_broker_partition) for longer
+than the worker's connect/RPC/confirm timeouts, with packets dropped both ways (connections
+hang, nothing is refused), then the path comes back and the worker must recover by itself:
+it must apply callbacks again within --recover-limit seconds, without a restart. The
+partitions use tests/fault/netpart.py (root: every worker runs in a cgroup v2 of its own, and
+iptables rules tagged with the run's tag drop its packets to and from the one server port);
+chaos.py refuses to run, with the reason, when that mechanism does not work here (not root,
+no iptables, no cgroup v2, or its self-test fails), and removes its rules and cgroups on
+every exit path. Then the load stops, the system drains and the ledger is checked from
+outside (SQL, the sink's records, queue counts):
 
   * every order whose callback got a 2xx has exactly one `applied` payment_log row and
     version 1; no order has two applied rows (lost = 0, doubled = 0);
   * every PAID order's business got >= 1 verified webhook, all with one webhook-id, or the
     order's notification is FAILED with its notify_failed alert row;
   * no webhook for an order that is not PAID; every 2xx callback's event id is logged;
-  * the callback and notify queues are empty after the drain; poison messages are parked.
+  * the callback and notify queues are empty after the drain; poison messages are parked;
+  * every partitioned worker applied callbacks again after the heal (no restart), and while
+    it was cut from MariaDB it applied none (the cut was real).
 
-Usage: chaos.py [--quick] [--seconds N] [--rate R] [--seed S]
-Needs the environment of a running stack (STACK_DIR, PAYNOTIFY_AMQP_URL, ...).
+Usage: chaos.py [--quick] [--seconds N] [--rate R] [--seed S] [--recover-limit S]
+                [--partition S] [--faults KIND,KIND...]
+Needs the environment of a running stack (STACK_DIR, STACK_MYSQL_PORT, STACK_RABBIT_PORT,
+PAYNOTIFY_AMQP_URL, ...) and root. PAYNOTIFY_CHAOS_NET_TAG (pnchaos-<pid>-<hex>, set by
+scripts/chaos so that its EXIT trap can clean up too) names the run's rules and cgroups.
 Exit 0 when the ledger balances, 1 otherwise.
 """
 import argparse
+import calendar
 import collections
 import http.client
 import json
@@ -41,6 +56,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
                                 "integration"))
 import pnlib  # noqa: E402
 from pnlib import Env, Failure, Sink, stripe_event, stripe_sign, verify_standard_webhook  # noqa: E402
+
+import netpart  # noqa: E402  (tests/fault/netpart.py, next to this file)
 
 AMOUNT = 1250
 
@@ -112,16 +129,40 @@ class Chaos:
         self.proc_lock = threading.Lock()
         self.stop_load = threading.Event()
         self.stop_faults = threading.Event()
+        self.abort = threading.Event()  # set on SIGTERM/SIGINT: end a partition at once
+        self.fault_thread = None
         self.retry_deadline = None  # providers give up after this
         self.poison = 0
         self.problems = []
+        self.net = args.net  # netpart.NetPartition of this run
+        self.mysql_port = int(pnlib.need_env("STACK_MYSQL_PORT"))
+        self.amqp_port = int(pnlib.need_env("STACK_RABBIT_PORT"))
+        self.partitions = []  # one dict per partition: kind, pid, seconds, conns, recovery
+        self.nworkers = 0
 
     # ---------------------------------------------------------------- processes
     def start_receiver(self):
         self.receiver = self.env.start("paynotify-receiver")
 
     def start_worker(self):
-        p = self.env.start("paynotify-worker")
+        """Env.start("paynotify-worker"), but inside a cgroup of its own (netpart.wrap: the
+        same pid), so that a partition can cut this one process off."""
+        env = dict(self.env.env)
+        metrics_port = pnlib.free_port()
+        env["PAYNOTIFY_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
+        self.nworkers += 1
+        cg = self.net.new_cgroup(f"worker{self.nworkers}")
+        self.env.nlogs += 1
+        logf = os.path.join(self.env.dir, f"paynotify-worker-{self.env.nlogs}.log")
+        binary = os.path.join(pnlib.BUILD, "paynotify-worker")
+        p = subprocess.Popen(self.net.wrap(cg, [binary]), env=env, stdout=open(logf, "wb"),
+                             stderr=subprocess.STDOUT)
+        p.args = [binary]  # for Env's messages: the wrapper exec'd the worker
+        p.log = logf
+        p.metrics_port = metrics_port
+        p.cgroup = cg
+        self.env.procs.append(p)
+        pnlib.wait_for(lambda: self.env._ready(metrics_port, p), 60, "paynotify-worker /readyz")
         with self.proc_lock:
             self.workers.append(p)
         return p
@@ -134,6 +175,8 @@ class Chaos:
                 self.env.procs.remove(p)
             if p in self.workers:
                 self.workers.remove(p)
+        if getattr(p, "cgroup", None):
+            self.net.drop_cgroup(p.cgroup)
 
     # ---------------------------------------------------------------- load
     def headers(self, body):
@@ -303,15 +346,135 @@ class Chaos:
         finally:
             self.sink.status = 200
 
+    def progress(self, p):
+        """Callbacks the worker finished through MySQL (applied or found already applied):
+        both need the broker (to get the message) and MySQL (the transaction)."""
+        try:
+            return (self.env.metric(p.metrics_port, 'paynotify_worker_callbacks_total{outcome="applied"}')
+                    + self.env.metric(p.metrics_port,
+                                      'paynotify_worker_callbacks_total{outcome="duplicate_mysql"}'))
+        except (OSError, http.client.HTTPException, ValueError):
+            return None
+
+    def worker_ready(self, p):
+        try:
+            return pnlib.request(p.metrics_port, "GET", "/readyz", timeout=2)[0] == 200
+        except (OSError, http.client.HTTPException):
+            return False
+
+    @staticmethod
+    def log_events(path, t0, t1):
+        """{event: count} of the warn/error lines a process logged between t0 and t1."""
+        out = collections.Counter()
+        try:
+            with open(path, errors="replace") as f:
+                for line in f:
+                    if '"level":"info"' in line or '"level":"debug"' in line:
+                        continue
+                    try:
+                        o = json.loads(line)
+                        ts = o["ts"]
+                        t = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S")) \
+                            + float("0" + ts[19:23])
+                    except (ValueError, KeyError):
+                        continue
+                    if t0 <= t <= t1:
+                        out[o.get("event", "?")] += 1
+        except OSError:
+            pass
+        return dict(out)
+
+    def partition(self, kind, port, server):
+        """Cuts one running worker off from 127.0.0.1:port (packets dropped both ways) for
+        longer than its timeouts, heals, then waits until it applies callbacks again."""
+        with self.proc_lock:
+            alive = [p for p in self.workers if p.poll() is None]
+        if not alive:
+            return
+        victim = self.rng.choice(alive)
+        n = sum(1 for r in self.partitions if r["kind"] == kind)
+        # The second partition of each kind in the full run is long: past the MySQL client's
+        # 30 s read/write timeout, or past the AMQP heartbeat timeout (2 x 30 s) and
+        # TCP_USER_TIMEOUT (60 s). The others are short: past the 5 s connect/RPC timeouts.
+        long_cut = not self.args.quick and n == 1
+        secs = (self.rng.uniform(*self.args.partition_long[kind]) if long_cut
+                else self.rng.uniform(*self.args.partition))
+        rec = {"kind": kind, "pid": victim.pid, "seconds": round(secs, 1), "log": victim.log}
+        self.partitions.append(rec)
+        before = self.progress(victim)
+        t_cut = time.time()
+        cut = self.net.cut(victim.pid, victim.cgroup, port)
+        rec["conns"] = len(cut.local_ports)
+        log(f"{kind}: worker {victim.pid} cut off from {server} (127.0.0.1:{port}, "
+            f"{len(cut.local_ports)} connections) for {secs:.1f}s")
+        try:
+            self.abort.wait(min(1.0, secs))  # commits already on the wire may still land
+            during0 = self.progress(victim)
+            self.abort.wait(max(0.0, secs - 1.0))
+            during1 = self.progress(victim)
+            rec["ready_during"] = self.worker_ready(victim)  # what /readyz said at the end
+        finally:
+            self.net.heal(cut)
+        t_heal = time.time()
+        secs = t_heal - t_cut
+        rec["seconds"] = round(secs, 1)
+        rec["progress_during"] = (None if during0 is None or during1 is None
+                                  else during1 - during0)
+        if kind == "worker_mysql_partition" and rec["progress_during"]:
+            self.problems.append(f"{kind}: worker {victim.pid} applied {rec['progress_during']:.0f} "
+                                 "callbacks while cut off from MariaDB: the partition was not real")
+        # The worker must come back by itself: callbacks applied again, /readyz 200.
+        base = self.progress(victim)
+        rec["recovered_s"] = None
+        while time.time() - t_heal < self.args.recover_limit and not self.abort.is_set():
+            if victim.poll() is not None:
+                self.problems.append(f"{kind}: worker {victim.pid} exited (rc {victim.returncode}) "
+                                     f"after a {secs:.1f}s partition; log {victim.log}")
+                rec["recovered_s"] = "died"
+                break
+            cur = self.progress(victim)
+            if cur is not None and base is not None and cur > base and self.worker_ready(victim):
+                rec["recovered_s"] = round(time.time() - t_heal, 1)
+                break
+            time.sleep(0.2)
+        if rec["recovered_s"] is None and not self.abort.is_set():
+            self.problems.append(
+                f"{kind}: worker {victim.pid} did not apply a callback again within "
+                f"{self.args.recover_limit:.0f}s after a {secs:.1f}s partition from {server} "
+                f"healed (ready={self.worker_ready(victim)}, progress {before}->{base}->"
+                f"{self.progress(victim)}); log {victim.log}")
+        rec["events"] = self.log_events(victim.log, t_cut - 0.5, time.time() + 0.5)
+        log(f"{kind}: worker {victim.pid} healed after {secs:.1f}s; applied during the cut "
+            f"{rec['progress_during']}, /readyz at its end "
+            f"{'200' if rec.get('ready_during') else 'not 200'}; working again "
+            f"{rec['recovered_s']}s after the heal; its warnings meanwhile: {rec['events']}")
+
+    def fault_worker_mysql_partition(self):
+        self.partition("worker_mysql_partition", self.mysql_port, "MariaDB")
+
+    def fault_worker_broker_partition(self):
+        self.partition("worker_broker_partition", self.amqp_port, "RabbitMQ")
+
     KINDS = ["worker_kill", "receiver_kill", "rabbitmq_restart", "redis_flush",
-             "mariadb_restart", "broker_freeze", "poison", "sink_outage"]
+             "mariadb_restart", "broker_freeze", "poison", "sink_outage",
+             "worker_mysql_partition", "worker_broker_partition"]
+    PARTITIONS = ["worker_mysql_partition", "worker_broker_partition"]
 
     def fault_loop(self):
         order = []
+        first = True
         while not self.stop_faults.is_set():
             if not order:
-                order = list(self.KINDS)
+                order = list(self.args.faults)
                 self.rng.shuffle(order)
+                if first and all(k in order for k in self.PARTITIONS) and len(order) >= 4:
+                    # The partitions are the longest faults: early in the first round, so
+                    # that even --quick runs each of them (pop() takes from the end: they
+                    # come 2nd and 4th).
+                    rest = [k for k in order if k not in self.PARTITIONS]
+                    parts = [k for k in order if k in self.PARTITIONS]
+                    order = rest[2:] + [parts[1], rest[1], parts[0], rest[0]]
+                    first = False
             kind = order.pop()
             t0 = time.time()
             try:
@@ -428,6 +591,8 @@ class Chaos:
         L["duplicates"] = self.cnt.get("duplicates")
         L["concurrent_duplicate_sets"] = self.cnt.get("concurrent_duplicate_sets")
         L["faults"] = dict(self.faults.c)
+        L["partitions"] = [f"{r['kind'].split('_')[1]} {r['seconds']}s, {r.get('conns')} conns, "
+                           f"back after {r.get('recovered_s')}s" for r in self.partitions]
         L["orders_acknowledged"] = len(acked)
         L["orders_paid"] = sum(1 for o in orders.values() if o["status"] == "PAID")
         L["applied_rows"] = sum(1 for rows in plog.values() for _, o in rows if o == "applied")
@@ -503,9 +668,12 @@ class Chaos:
         self.start_receiver()
         self.start_worker()
         self.start_worker()
-        self.retry_deadline = time.time() + a.seconds + a.grace
+        # Providers retry until `grace` after the load stops (moved there below: the last
+        # fault, a long partition say, may keep the load going past --seconds).
+        self.retry_deadline = float("inf")
         pool = ThreadPoolExecutor(max_workers=48)
         faults = threading.Thread(target=self.fault_loop, daemon=True)
+        self.fault_thread = faults
         futs_box = []
         loader = threading.Thread(target=lambda: futs_box.append(self.load(pool)), daemon=True)
         loader.start()
@@ -515,6 +683,10 @@ class Chaos:
         # Last faults first: every fault restores what it broke before it returns.
         self.stop_faults.set()
         faults.join()
+        left = self.net.rules_present()
+        if left:
+            self.problems.append(f"partition rules still present after the last fault: {left}")
+        self.retry_deadline = time.time() + a.grace
         self.stop_load.set()
         loader.join()
         log(f"load stopped after {time.time() - t_start:.0f}s; providers retry until "
@@ -559,13 +731,22 @@ class Chaos:
         return L, fail
 
     def close(self):
-        err = None
+        """Stops everything; returns a list of problems. The fault thread is stopped first
+        (a partition in progress heals at once), then the processes, then the partition
+        rules and cgroups go."""
+        errs = []
+        self.abort.set()
+        self.stop_faults.set()
+        self.retry_deadline = 0.0  # providers give up: the pool's threads end
+        self.stop_load.set()
+        if self.fault_thread is not None and self.fault_thread.is_alive():
+            self.fault_thread.join(60)
         try:
             self.env.close()
         except Exception as e:
-            err = e
+            errs.append(f"clean shutdown: {e}")
         self.sink.close()
-        return err
+        return errs
 
 
 def main():
@@ -574,28 +755,72 @@ def main():
     ap.add_argument("--seconds", type=float, help="load duration (default 480, --quick 65)")
     ap.add_argument("--rate", type=float, default=25.0, help="payments per second (default 25)")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--recover-limit", type=float, default=None,
+                    help="seconds a partitioned worker has, after the heal, to apply "
+                         "callbacks again (default 45, --quick 30)")
+    ap.add_argument("--partition", type=float, default=None,
+                    help="length of every worker partition in seconds (default: 6-9; "
+                         "without --quick the second one of each kind lasts 32-36 (MariaDB) "
+                         "or 62-66 (RabbitMQ))")
+    ap.add_argument("--faults", default=",".join(Chaos.KINDS),
+                    help="comma-separated fault kinds to cycle (default: all of "
+                         + ", ".join(Chaos.KINDS) + ")")
     a = ap.parse_args()
+    a.faults = [k for k in a.faults.split(",") if k]
+    bad = [k for k in a.faults if k not in Chaos.KINDS]
+    if bad or not a.faults:
+        ap.error(f"unknown fault kinds {bad}; known: {','.join(Chaos.KINDS)}")
+    a.partition_fixed = a.partition is not None
     if a.seconds is None:
         a.seconds = 65.0 if a.quick else 480.0
     a.grace = 15.0
     a.drain = 60.0 if a.quick else 120.0
     a.fault_gap = 1.0 if a.quick else 3.0
+    # Partitions: longer than the worker's connect and RPC timeouts (5 s), its broker
+    # confirm timeout (PAYNOTIFY_CONFIRM_TIMEOUT, 2 s here) and its Redis timeout (1 s).
+    # The full run makes the second partition of each kind long (see partition()).
+    a.partition = (6.0, 9.0) if a.partition is None else (a.partition, a.partition)
+    a.partition_long = {"worker_mysql_partition": (32.0, 36.0),
+                        "worker_broker_partition": (62.0, 66.0)}
+    if a.partition_fixed:
+        a.partition_long = {k: a.partition for k in a.partition_long}
+    if a.recover_limit is None:
+        a.recover_limit = 30.0 if a.quick else 45.0
     if a.seed is None:
         a.seed = int.from_bytes(os.urandom(4), "big")
     log(f"seed {a.seed}, load {a.seconds:.0f}s at {a.rate}/s")
-    c = Chaos(a)
+    # SIGTERM (scripts/test's or scripts/chaos's cleanup, a ctest timeout) unwinds through
+    # the finally blocks below, so that no DROP rule outlives the run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        a.net = netpart.NetPartition(os.environ.get("PAYNOTIFY_CHAOS_NET_TAG") or None)
+    except (netpart.Unsupported, OSError) as e:
+        print(f"\nCHAOS FAILED: the network partition faults cannot run here: {e}",
+              flush=True)
+        return 1
+    c = None
     fail = ["did not finish"]
     try:
-        L, fail = c.run()
+        try:
+            for tag in netpart.sweep_stale():
+                log(f"removed the partition rules/cgroups left by a dead run: {tag}")
+            log(f"partition tag {a.net.tag}: self-test: {'; '.join(a.net.selftest())}")
+        except (netpart.Unsupported, RuntimeError, OSError) as e:
+            fail = [f"the network partition faults cannot run here: {e}"]
+        else:
+            c = Chaos(a)
+            L, fail = c.run()
     finally:
-        err = c.close()
-        if err:
-            fail = list(fail) + [f"clean shutdown: {err}"]
+        if c is not None:
+            fail = list(fail) + c.close()
+        net_problems = a.net.close()
+        fail = list(fail) + [f"partition cleanup: {p}" for p in net_problems]
     if fail:
         print("\nCHAOS FAILED:", flush=True)
         for f in fail:
             print("  - " + str(f)[:2000], flush=True)
-        print(f"logs: {c.env.dir}", flush=True)
+        if c is not None:
+            print(f"logs: {c.env.dir}", flush=True)
         return 1
     print("\nCHAOS OK: 0 lost, 0 applied twice", flush=True)
     return 0
