@@ -56,33 +56,6 @@ int outbox_insert(db_conn *db, const struct order *o, const char *event_type, co
     return rc;
 }
 
-int outbox_get(db_conn *db, int64_t id, struct notification *n, struct errbuf *e)
-{
-    db_rows *r = db_queryf(db, e,
-                           "SELECT id, webhook_id, order_id, business, event_type, notify_url,"
-                           " status, attempts, created_at FROM notifications WHERE id = %lld",
-                           (long long)id);
-    int rc = 1;
-
-    if (r == NULL)
-        return -1;
-    if (db_rows_next(r)) {
-        memset(n, 0, sizeof(*n));
-        n->id = db_rows_int(r, 0);
-        copy(n->webhook_id, sizeof(n->webhook_id), db_rows_get(r, 1));
-        copy(n->order_id, sizeof(n->order_id), db_rows_get(r, 2));
-        copy(n->business, sizeof(n->business), db_rows_get(r, 3));
-        copy(n->event_type, sizeof(n->event_type), db_rows_get(r, 4));
-        copy(n->notify_url, sizeof(n->notify_url), db_rows_get(r, 5));
-        copy(n->status, sizeof(n->status), db_rows_get(r, 6));
-        n->attempts = (int)db_rows_int(r, 7);
-        copy_time(n->created_at, sizeof(n->created_at), db_rows_get(r, 8));
-        rc = 0;
-    }
-    db_rows_free(r);
-    return rc;
-}
-
 #define OUTBOX_NOTIFICATION_COLUMNS                                                     \
     "n.id, n.webhook_id, n.order_id, n.business, n.event_type, n.notify_url, n.status," \
     " n.attempts, n.created_at"
@@ -100,6 +73,23 @@ static void row_to_notification(db_rows *r, struct notification *n)
     copy(n->status, sizeof(n->status), db_rows_get(r, 6));
     n->attempts = (int)db_rows_int(r, 7);
     copy_time(n->created_at, sizeof(n->created_at), db_rows_get(r, 8));
+}
+
+int outbox_get(db_conn *db, int64_t id, struct notification *n, struct errbuf *e)
+{
+    db_rows *r = db_queryf(
+        db, e, "SELECT " OUTBOX_NOTIFICATION_COLUMNS " FROM notifications n WHERE n.id = %lld",
+        (long long)id);
+    int rc = 1;
+
+    if (r == NULL)
+        return -1;
+    if (db_rows_next(r)) {
+        row_to_notification(r, n);
+        rc = 0;
+    }
+    db_rows_free(r);
+    return rc;
 }
 
 int outbox_get_deliveries(db_conn *db, struct outbox_delivery *d, int count, struct errbuf *e)

@@ -14,6 +14,7 @@
 #include "store/db.h"
 #include "store/migrate.h"
 #include "tests/unit/check.h"
+#include "tests/integration/testdb.h"
 #include "worker/alert.h"
 
 #include <curl/curl.h>
@@ -341,34 +342,9 @@ static int enqueue(const char *kind, const char *key, const char *business, cons
 
 static void make_database(const char *base_url)
 {
-    struct errbuf e = {0};
-    const char *slash = strrchr(base_url, '/');
-    db_conn *root;
-    char migrations[1024];
-    const char *src = getenv("PAYNOTIFY_SOURCE_DIR"), *mdir = getenv("PAYNOTIFY_MIGRATIONS_DIR");
     int applied = 0;
 
-    CHECK(slash != NULL && slash > base_url + 8);
-    snprintf(db_name, sizeof(db_name), "paynotify_alert_%d_%lld", (int)getpid(),
-             (long long)time(NULL));
-    snprintf(db_url, sizeof(db_url), "%.*s/%s", (int)(slash - base_url), base_url, db_name);
-    root = db_open(base_url, 5000, &e);
-    if (root == NULL) {
-        fprintf(stderr, "db_open(%s): %s\n", base_url, e.msg);
-        exit(1);
-    }
-    CHECK(db_execf(root, &e, "CREATE DATABASE `%r`", db_name) >= 0);
-    db_close(root);
-    db = db_open(db_url, 5000, &e);
-    CHECK(db != NULL);
-    if (mdir != NULL && mdir[0] != '\0')
-        snprintf(migrations, sizeof(migrations), "%s", mdir);
-    else
-        snprintf(migrations, sizeof(migrations), "%s/migrations", src ? src : ".");
-    if (migrate_run(db, migrations, &applied, NULL, NULL, &e) != 0) {
-        fprintf(stderr, "migrate %s: %s\n", migrations, e.msg);
-        exit(1);
-    }
+    db = testdb_create(base_url, "alert", db_name, db_url, &applied);
     CHECK(applied >= 2);
 }
 
