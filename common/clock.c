@@ -106,5 +106,8 @@ void clock_format_sql(int64_t ms, char *out, size_t len)
 
 void clock_sql_to_rfc3339(const char *sql, char *out, size_t len)
 {
-    snprintf(out, len, "%.10sT%sZ", sql, strlen(sql) > 11 ? sql + 11 : "00:00:00");
+    if (sql == NULL)
+        snprintf(out, len, "%s", "");
+    else
+        snprintf(out, len, "%.10sT%sZ", sql, strlen(sql) > 11 ? sql + 11 : "00:00:00");
 }

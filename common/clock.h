@@ -15,7 +15,8 @@ int clock_parse_rfc3339(const char *s, int64_t *out_ms);
 void clock_format_rfc3339(int64_t ms, char *out, size_t len);
 /* "2026-11-24 13:27:09.123" for DATETIME(3) columns; out needs 32 bytes. */
 void clock_format_sql(int64_t ms, char *out, size_t len);
-/* Turns a DATETIME(3) string from MySQL ("2026-11-24 13:27:09.123") into RFC 3339 UTC. */
+/* Turns a DATETIME(3) string from MySQL ("2026-11-24 13:27:09.123") into RFC 3339 UTC; a
+ * NULL sql (SQL NULL) gives "". */
 void clock_sql_to_rfc3339(const char *sql, char *out, size_t len);
 
 #endif

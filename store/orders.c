@@ -21,14 +21,6 @@ static void copy(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src ? src : "");
 }
 
-static void copy_time(char *dst, size_t cap, const char *sql)
-{
-    if (sql == NULL)
-        dst[0] = '\0';
-    else
-        clock_sql_to_rfc3339(sql, dst, cap);
-}
-
 void orders_read_row(db_rows *r, unsigned c, struct order *o)
 {
     memset(o, 0, sizeof(*o));
@@ -40,17 +32,17 @@ void orders_read_row(db_rows *r, unsigned c, struct order *o)
     copy(o->channel, sizeof(o->channel), db_rows_get(r, c + 5));
     copy(o->subject, sizeof(o->subject), db_rows_get(r, c + 6));
     copy(o->notify_url, sizeof(o->notify_url), db_rows_get(r, c + 7));
-    copy_time(o->expire_at, sizeof(o->expire_at), db_rows_get(r, c + 8));
+    clock_sql_to_rfc3339(db_rows_get(r, c + 8), o->expire_at, sizeof(o->expire_at));
     copy(o->cancel_url, sizeof(o->cancel_url), db_rows_get(r, c + 9));
     copy(o->status, sizeof(o->status), db_rows_get(r, c + 10));
     copy(o->provider_txn_id, sizeof(o->provider_txn_id), db_rows_get(r, c + 11));
-    copy_time(o->paid_at, sizeof(o->paid_at), db_rows_get(r, c + 12));
+    clock_sql_to_rfc3339(db_rows_get(r, c + 12), o->paid_at, sizeof(o->paid_at));
     copy(o->notify_status, sizeof(o->notify_status), db_rows_get(r, c + 13));
     o->notify_attempts = (int)db_rows_int(r, c + 14);
     copy(o->notify_last_error, sizeof(o->notify_last_error), db_rows_get(r, c + 15));
     o->version = (int)db_rows_int(r, c + 16);
-    copy_time(o->created_at, sizeof(o->created_at), db_rows_get(r, c + 17));
-    copy_time(o->updated_at, sizeof(o->updated_at), db_rows_get(r, c + 18));
+    clock_sql_to_rfc3339(db_rows_get(r, c + 17), o->created_at, sizeof(o->created_at));
+    clock_sql_to_rfc3339(db_rows_get(r, c + 18), o->updated_at, sizeof(o->updated_at));
 }
 
 int orders_get(db_conn *db, const char *id, struct order *out, struct errbuf *e)
@@ -308,10 +300,10 @@ static void mark_paid(struct order *o, const char *txn_id, const char *now)
 {
     copy(o->status, sizeof(o->status), "PAID");
     copy(o->provider_txn_id, sizeof(o->provider_txn_id), txn_id);
-    copy_time(o->paid_at, sizeof(o->paid_at), now);
+    clock_sql_to_rfc3339(now, o->paid_at, sizeof(o->paid_at));
     copy(o->notify_status, sizeof(o->notify_status), "PENDING");
     o->version++;
-    copy_time(o->updated_at, sizeof(o->updated_at), now);
+    clock_sql_to_rfc3339(now, o->updated_at, sizeof(o->updated_at));
 }
 
 int orders_apply_event(db_conn *db, const char *channel, const struct pay_event *ev,

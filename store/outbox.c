@@ -15,14 +15,6 @@ static void copy(char *dst, size_t cap, const char *src)
     snprintf(dst, cap, "%s", src ? src : "");
 }
 
-static void copy_time(char *dst, size_t cap, const char *sql)
-{
-    if (sql == NULL)
-        dst[0] = '\0';
-    else
-        clock_sql_to_rfc3339(sql, dst, cap);
-}
-
 int outbox_insert_add(db_batch *b, const struct order *o, const char *event_type, const char *now,
                       char *webhook_id, struct errbuf *e)
 {
@@ -72,7 +64,7 @@ static void row_to_notification(db_rows *r, struct notification *n)
     copy(n->notify_url, sizeof(n->notify_url), db_rows_get(r, 5));
     copy(n->status, sizeof(n->status), db_rows_get(r, 6));
     n->attempts = (int)db_rows_int(r, 7);
-    copy_time(n->created_at, sizeof(n->created_at), db_rows_get(r, 8));
+    clock_sql_to_rfc3339(db_rows_get(r, 8), n->created_at, sizeof(n->created_at));
 }
 
 int outbox_get(db_conn *db, int64_t id, struct notification *n, struct errbuf *e)
