@@ -329,7 +329,7 @@ class Env:
         self.nlogs = 0
 
     # processes
-    def start(self, binary, extra_env=None, wait_ready=True):
+    def start(self, binary, extra_env=None, wait_ready=True, _retry=False):
         env = dict(self.env)
         metrics_port = free_port()
         env["PAYNOTIFY_METRICS_LISTEN"] = f"127.0.0.1:{metrics_port}"
@@ -343,7 +343,19 @@ class Env:
         self.procs.append(p)
         if wait_ready:
             port = self.port if binary == "paynotify-receiver" else metrics_port
-            wait_for(lambda: self._ready(port, p), 60, f"{binary} /readyz")
+            try:
+                wait_for(lambda: self._ready(port, p), 60, f"{binary} /readyz")
+            except Failure:
+                # free_port() races with every other process on the machine: a port taken
+                # meanwhile gets fresh ports and one more start, nothing else.
+                if _retry or p.poll() is None or b"Address already in use" not in \
+                        open(log, "rb").read():
+                    raise
+                self.procs.remove(p)
+                if binary == "paynotify-receiver" and "PAYNOTIFY_LISTEN" not in (extra_env or {}):
+                    self.port = free_port()
+                    self.env["PAYNOTIFY_LISTEN"] = f"127.0.0.1:{self.port}"
+                return self.start(binary, extra_env, wait_ready, _retry=True)
         return p
 
     def _ready(self, port, p):
